@@ -29,16 +29,14 @@ export async function startDaemon(config: AgentConfig, log: Logger): Promise<Dae
   const protos = loadProtos();
   const api: Api = await createApi(config, log);
   const table = new ServiceTable(serviceMethods(protos.definition), api.handlers);
-  const shutdown = new AbortController();
   const bridges: Bridge[] = [];
 
-  const grpc = config.listen.grpc.length > 0 ? new GrpcServer({ table, log, shutdown: shutdown.signal }) : undefined;
-  const ttrpc = config.listen.ttrpc.length > 0 ? new TtrpcServer({ table, envelope: protos.envelope, log, shutdown: shutdown.signal }) : undefined;
+  const grpc = config.listen.grpc.length > 0 ? new GrpcServer({ table, log }) : undefined;
+  const ttrpc = config.listen.ttrpc.length > 0 ? new TtrpcServer({ table, envelope: protos.envelope, log }) : undefined;
   const bound = { grpc: [] as string[], ttrpc: [] as string[] };
 
   const stop = async (graceMs = 10_000): Promise<void> => {
     await Promise.all([grpc?.close(graceMs), ttrpc?.close(graceMs)]);
-    shutdown.abort(new Error('agent shutting down'));
     for (const b of bridges) b.stop();
     await api.close();
   };

@@ -35,6 +35,10 @@ export interface AgentProcess {
 }
 
 export interface StartOptions {
+  /** Agent entry script: the source CLI (default) or a bundle from scripts/bundle. */
+  entry?: string;
+  /** Flags for node itself, before the entry script. */
+  nodeArgs?: string[];
   /** Directory for sockets and state; a fresh temporary one when absent (and removed at stop). */
   dir?: string;
   /** Path of an existing config file, passed with --config. */
@@ -56,7 +60,7 @@ export async function startAgentProcess(opts: StartOptions = {}): Promise<AgentP
   const ttrpcSocket = join(dir, 'ttrpc.sock');
   const cmdlinePath = join(dir, 'cmdline');
   writeFileSync(cmdlinePath, opts.cmdline ?? '');
-  const args = [AGENT_BIN, 'serve', '--grpc', `unix://${grpcSocket}`, '--ttrpc', `unix://${ttrpcSocket}`, '--cmdline', cmdlinePath, '--work-dir', join(dir, 'work')];
+  const args = [...(opts.nodeArgs ?? []), opts.entry ?? AGENT_BIN, 'serve', '--grpc', `unix://${grpcSocket}`, '--ttrpc', `unix://${ttrpcSocket}`, '--cmdline', cmdlinePath, '--work-dir', join(dir, 'work')];
   if (opts.config !== undefined) {
     writeFileSync(join(dir, 'config.toml'), opts.config);
     args.push('--config', join(dir, 'config.toml'));

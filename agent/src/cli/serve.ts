@@ -55,7 +55,9 @@ export const serve: Command = {
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
     const daemon = await startDaemon(config, log);
-    log.info({ grpc: daemon.addresses.grpc, ttrpc: daemon.addresses.ttrpc, startup_ms: Math.round(performance.now()) }, 'ready');
+    // "ready" is what supervisors and tests wait for: logged even when the level is above info.
+    const announce = config.log.level === 'silent' ? log : log.child({}, { level: 'info' });
+    announce.info({ grpc: daemon.addresses.grpc, ttrpc: daemon.addresses.ttrpc, startup_ms: Math.round(performance.now()) }, 'ready');
     log.info({ signal: await stopped }, 'shutting down');
     await daemon.stop();
     log.info('stopped');

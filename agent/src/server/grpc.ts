@@ -11,7 +11,6 @@ import { invoke, type Method, type ServiceTable } from './table.ts';
 export interface GrpcServerOptions {
   readonly table: ServiceTable;
   readonly log: Logger;
-  readonly shutdown: AbortSignal;
 }
 
 function target(addr: ListenAddress): string {
@@ -60,6 +59,7 @@ export class GrpcServer {
       new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())),
       new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()),
     ]);
+    // Cancels what is still running; each call's 'cancelled' event aborts its handler.
     this.server.forceShutdown();
     for (const p of this.unixPaths) removeSocketFile(p);
   }
@@ -74,7 +74,7 @@ export class GrpcServer {
       const metadata = new Map<string, string[]>();
       for (const [k, v] of Object.entries(call.metadata.getMap())) metadata.set(k, [String(v)]);
       void invoke(method, call.request, {
-        signal: AbortSignal.any([ac.signal, this.opts.shutdown]),
+        signal: ac.signal,
         transport: 'grpc',
         metadata,
         log: this.opts.log,

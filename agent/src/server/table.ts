@@ -90,9 +90,11 @@ export async function invoke(method: Method, request: object, ctx: CallContext):
     outcome = status;
     if (status.code === Code.INTERNAL) ctx.log.error({ err, method: method.path }, 'handler failed');
   }
-  const ms = Math.round((performance.now() - start) * 1000) / 1000;
-  const line = { method: method.path, transport: ctx.transport, ms, status: codeName(outcome.code) };
-  if (outcome.code === Code.OK) ctx.log[method.logLevel](line, 'request');
-  else ctx.log.warn({ ...line, error: outcome.message }, 'request');
+  const level = outcome.code === Code.OK ? method.logLevel : 'warn';
+  if (ctx.log.isLevelEnabled(level)) {
+    const ms = Math.round((performance.now() - start) * 1000) / 1000;
+    const line = { method: method.path, transport: ctx.transport, ms, status: codeName(outcome.code) };
+    ctx.log[level](outcome.code === Code.OK ? line : { ...line, error: outcome.message }, 'request');
+  }
   return outcome;
 }

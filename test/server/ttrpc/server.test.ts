@@ -18,11 +18,10 @@ const protos = loadProtos();
 
 async function serveWith(check: (req: { service: string }, ctx: CallContext) => Promise<object>) {
   const table = new ServiceTable(serviceMethods(protos.definition), { 'grpc.Health': { Check: check } });
-  const shutdown = new AbortController();
-  const server = new TtrpcServer({ table, envelope: protos.envelope, log: createLogger('silent'), shutdown: shutdown.signal });
+  const server = new TtrpcServer({ table, envelope: protos.envelope, log: createLogger('silent') });
   const path = join(mkdtempSync(join(tmpdir(), 'ttrpc-')), 's.sock');
   await server.listen({ kind: 'unix', path, text: `unix://${path}` });
-  return { server, path, shutdown };
+  return { server, path };
 }
 
 /** A handler that sleeps for req.service milliseconds, honouring the call's signal. */
@@ -74,14 +73,19 @@ test('close lets in-flight calls finish, refuses new connections and removes the
   assert.equal(existsSync(path), false);
 });
 
-test('close gives up on calls that outlive the grace period', async () => {
-  const { server, path, shutdown } = await serveWith(sleepy);
+test('close gives up on calls that outlive the grace period and aborts their handlers', async () => {
+  let aborted = false;
+  const { server, path } = await serveWith(async (req, ctx) => {
+    ctx.signal.addEventListener('abort', () => (aborted = true));
+    return sleepy(req, ctx);
+  });
   const c = await TtrpcClient.connect(path);
   const inflight = c.call('grpc.Health', 'Check', { service: '60000' });
   await sleep(50);
   const t0 = performance.now();
   await server.close(200);
-  shutdown.abort();
   await assert.rejects(inflight);
   assert.ok(performance.now() - t0 < 2000);
+  await sleep(10);
+  assert.ok(aborted, 'the handler was told to stop');
 });

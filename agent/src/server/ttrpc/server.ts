@@ -16,8 +16,6 @@ export interface TtrpcServerOptions {
   readonly table: ServiceTable;
   readonly envelope: Protos['envelope'];
   readonly log: Logger;
-  /** Aborted when the daemon gives up on in-flight calls at shutdown. */
-  readonly shutdown: AbortSignal;
   /** Concurrent calls allowed on one connection before RESOURCE_EXHAUSTED. */
   readonly maxStreamsPerConnection?: number;
 }
@@ -67,7 +65,7 @@ export class TtrpcServer {
     return `tcp://${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${port}`;
   }
 
-  /** Stop accepting, wait for in-flight calls up to graceMs, then cut what is left. */
+  /** Stop accepting, wait for in-flight calls up to graceMs, then cut what is left (their handlers see the abort). */
   async close(graceMs: number): Promise<void> {
     for (const { server } of this.servers) server.close();
     if (this.inflight > 0) {
@@ -207,7 +205,7 @@ class Connection {
     for (const kv of envelope.metadata ?? []) metadata.set(kv.key, [...(metadata.get(kv.key) ?? []), kv.value]);
     try {
       const outcome = await invoke(method, request, {
-        signal: AbortSignal.any([ac.signal, this.opts.shutdown]),
+        signal: ac.signal,
         transport: 'ttrpc',
         metadata,
         log: this.log,

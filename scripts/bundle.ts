@@ -1,0 +1,40 @@
+// Bundle the agent into one ESM file for the guest image: no node_modules
+// tree, protos/ copied beside it (the agent loads them at start).
+
+import { cpSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { build } from 'esbuild';
+
+const root = resolve(import.meta.dirname, '..');
+
+export async function bundleAgent(outDir: string): Promise<string> {
+  rmSync(outDir, { recursive: true, force: true });
+  mkdirSync(outDir, { recursive: true });
+  const outfile = join(outDir, 'tee-agent.mjs');
+  await build({
+    entryPoints: [join(root, 'agent/bin/tee-agent.js')],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node24',
+    minify: false,
+    legalComments: 'none',
+    logLevel: 'warning',
+    // Some dependencies are CommonJS and call require() for node builtins.
+    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
+  });
+  cpSync(join(root, 'protos'), join(outDir, 'protos'), { recursive: true });
+  return outfile;
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({ options: { out: { type: 'string', default: join(root, 'build/agent') }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    console.log('Usage: scripts/bundle [--out DIR]\n\nWrites DIR/tee-agent.mjs (the agent and its dependencies in one file) and DIR/protos/.\nDefault DIR: build/agent. Run it with: node DIR/tee-agent.mjs serve ...');
+    process.exit(0);
+  }
+  const file = await bundleAgent(resolve(values.out));
+  console.log(`${file} (${(statSync(file).size / 1e6).toFixed(2)} MB)`);
+}
