@@ -140,6 +140,21 @@ test('malformed ttrpc input gets the right status, and garbage closes the connec
   assert.deepEqual(await c.call('grpc.Health', 'Check', { service: '' }), { status: 'SERVING' });
 });
 
+test('gRPC: garbage bytes close that connection, an oversized message is RESOURCE_EXHAUSTED, the daemon keeps serving', async () => {
+  await new Promise<void>((resolve) => {
+    const s = connect(agent.grpcSocket);
+    s.on('connect', () => s.write(Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' + 'x'.repeat(64))));
+    s.on('close', () => resolve());
+    s.on('error', () => resolve());
+    s.resume();
+  });
+  await assert.rejects(
+    grpcCall(agent.grpc('api.ImagePullService'), 'PullImage', { image_url: 'x'.repeat(5 << 20), bundle_path: '/b' }),
+    (e: grpc.ServiceError) => e.code === grpc.status.RESOURCE_EXHAUSTED,
+  );
+  assert.deepEqual(await grpcCall(agent.grpc('grpc.Health'), 'Check', { service: '' }), { status: 'SERVING' });
+});
+
 test('concurrent calls over both transports', async () => {
   const tt = await Promise.all([agent.ttrpc(), agent.ttrpc(), agent.ttrpc()]);
   const g = agent.grpc('grpc.Health');
