@@ -78,6 +78,8 @@ export interface DevKbs {
   readonly port: number;
   readonly stats: DevKbsStats;
   readonly faults: DevKbsFaults;
+  /** Forget every session and token, as a restarted KBS would. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -143,7 +145,7 @@ function flip(b64url: string, at = 0): string {
 export async function startDevKbs(opts: DevKbsOptions): Promise<DevKbs> {
   const sessionMs = (opts.sessionTimeoutS ?? 300) * 1000;
   const tokenTtl = opts.tokenTtlS ?? 300;
-  const signer = await generateKeyPair('ES256');
+  let signer = await generateKeyPair('ES256');
   const sessions = new Map<string, Session>();
   const stats: DevKbsStats = { auth: 0, attest: 0, resource: 0, refusals: [] };
   const faults: DevKbsFaults = {};
@@ -381,6 +383,10 @@ export async function startDevKbs(opts: DevKbsOptions): Promise<DevKbs> {
     port,
     stats,
     faults,
+    async restart() {
+      sessions.clear();
+      signer = await generateKeyPair('ES256');
+    },
     stop: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

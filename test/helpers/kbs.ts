@@ -48,6 +48,7 @@ export async function startKbs(opts: StartKbsOptions = {}): Promise<TestKbs> {
     dir,
     caPath: tls?.caPath,
     put,
+    restart: () => kbs.restart(),
     async stop() {
       await kbs.stop();
       rmSync(dir, { recursive: true, force: true });
