@@ -93,12 +93,13 @@ test('concurrent first requests share one attestation', async () => {
 });
 
 test('an expired token is replaced by a new attestation before use', async () => {
-  const k = await kbs({ tokenTtlS: 1 });
+  // exp is whole seconds (now rounded down + 2), so the token lives 1 to 2 s.
+  const k = await kbs({ tokenTtlS: 2 });
   const c = client(k);
   const t1 = await c.token();
   await c.getResource(uri);
   assert.equal(k.stats.attest, 1);
-  await new Promise((r) => setTimeout(r, 1100));
+  await new Promise((r) => setTimeout(r, 2050));
   assert.deepEqual(await c.getResource(uri), KEY);
   assert.equal(k.stats.attest, 2);
   assert.notEqual(await c.token(), t1);
