@@ -2,7 +2,6 @@
 // forced by [attestation] tee). Sample is the fallback when nothing is
 // detected, as in guest-components.
 
-import { access } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/index.ts';
 import { SampleAttester } from './sample.ts';
@@ -29,17 +28,8 @@ export interface Attester {
   bindInitData(digest: Buffer): Promise<'ok' | 'unsupported'>;
 }
 
-const exists = (path: string): Promise<boolean> =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
-
 export async function detectTee(cfg: AgentConfig['attestation']): Promise<TeeType> {
-  const paths = tdxPaths(cfg);
-  if (await exists(paths.device)) return 'tdx';
-  if ((await exists(paths.tsmReport)) && (await TdxAttester.probe(paths))) return 'tdx';
-  return 'sample';
+  return (await TdxAttester.detect(tdxPaths(cfg))) ? 'tdx' : 'sample';
 }
 
 export async function createAttester(config: AgentConfig, log: Logger, tee?: TeeType): Promise<Attester> {

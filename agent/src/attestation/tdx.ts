@@ -119,6 +119,11 @@ export class TdxAttester implements Attester {
     return new TdxAttester(paths, aaelPath, await exists(paths.measurements));
   }
 
+  /** TDX when the tdx_guest device exists or configfs-tsm hands out TDX reports (guest-components detect_platform). */
+  static async detect(paths: TdxPaths): Promise<boolean> {
+    return (await exists(paths.device)) || ((await exists(paths.tsmReport)) && (await TdxAttester.probe(paths)));
+  }
+
   /** True when configfs-tsm hands out TDX reports here. */
   static async probe(paths: TdxPaths): Promise<boolean> {
     const entry = join(paths.tsmReport, `tee-agent-probe-${randomBytes(6).toString('hex')}`);
