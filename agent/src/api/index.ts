@@ -3,8 +3,10 @@
 // Capabilities are built here from the resolved config, once.
 
 import type { Logger } from 'pino';
+import { createAttestation } from '../attestation/index.ts';
 import type { AgentConfig } from '../config/index.ts';
 import type { Handlers } from '../server/table.ts';
+import { attestationAgentHandlers, resourceHandlers, sealedSecretHandlers } from './attestation.ts';
 import { healthHandlers } from './health.ts';
 
 export interface Api {
@@ -13,11 +15,18 @@ export interface Api {
   close(): Promise<void>;
 }
 
-export async function createApi(_config: AgentConfig, _log: Logger): Promise<Api> {
+export async function createApi(config: AgentConfig, log: Logger): Promise<Api> {
+  // attestation.keys is the KeySource for every kbs:/// secret (keyprovider KEKs, policies, auth).
+  const attestation = await createAttestation(config, log);
   return {
     handlers: {
       'grpc.Health': healthHandlers,
+      'api.GetResourceService': resourceHandlers(attestation),
+      'api.SealedSecretService': sealedSecretHandlers(attestation),
+      'attestation_agent.AttestationAgentService': attestationAgentHandlers(attestation),
     },
-    close: async () => {},
+    close: async () => {
+      await attestation.close();
+    },
   };
 }

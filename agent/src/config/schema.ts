@@ -108,9 +108,30 @@ export const schema = {
     /** offline_fs_kbc key store: JSON map "repo/type/tag" -> base64. */
     offline_keys: str('/etc/aa-offline_fs_kbc-keys.json'),
     offline_resources: str('/etc/aa-offline_fs_kbc-resources.json'),
+    /** Ephemeral TEE key the KBS wraps resources to (guest-components tee_key_algorithm). */
+    tee_key_algorithm: oneOf(['ECDH-ES+A256KW-P256', 'ECDH-ES+A256KW-P521', 'RSA-OAEP-256'], 'ECDH-ES+A256KW-P256'),
+    /** Bound on each HTTP exchange with the KBS (connect, headers and body). */
+    timeout_ms: int(10_000, 50, 600_000),
+    /** Attempts per KBS operation when the KBS is unreachable, slow or answers 5xx. */
+    retries: int(5, 1, 20),
+    retry_delay_ms: int(1000, 0, 60_000),
+    /** Attempts per resource when the KBS answers 401 (each one re-attests). */
+    resource_attempts: int(3, 1, 10),
   },
   attestation: {
     tee: oneOf(['auto', 'tdx', 'sample'], 'auto'),
+    /** Roots of the kernel interfaces; tests point them at a fake tree. */
+    sysfs_root: str('/sys'),
+    configfs_root: str('/sys/kernel/config'),
+    /** AA event log (AAEL, TCG2 encoding); ExtendRuntimeMeasurement answers NOT_ENABLED when off. */
+    eventlog: bool(true),
+    eventlog_path: str('/run/attestation-agent/eventlog'),
+    /** PCR used when ExtendRuntimeMeasurement names none (17 maps to RTMR3). */
+    eventlog_pcr: int(17, 0, 63),
+    /** Initdata TOML written by kata-agent; bound to MRCONFIGID at start and sent to the KBS. */
+    initdata: str('/run/confidential-containers/initdata/initdata.toml'),
+    /** Sealed-secret verification keys named by a kid that is not a resource URI. */
+    sealed_secret_keys: str('/run/confidential-containers/cdh/sealed-secret'),
   },
   image: {
     /** Layer store and scratch; tmpfs in the guest, i.e. encrypted memory. */
