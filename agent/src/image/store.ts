@@ -182,7 +182,13 @@ export class LayerStore {
       }
     }
     takeLock(dir);
-    const mode = await chooseMode(dir, opts.bundleMode ?? 'auto', log);
+    let mode: 'overlay' | 'copy';
+    try {
+      mode = await chooseMode(dir, opts.bundleMode ?? 'auto', log);
+    } catch (err) {
+      releaseLock(dir);
+      throw err;
+    }
     const store = new LayerStore(dir, log, mode, opts);
     try {
       await store.recover();
@@ -202,11 +208,7 @@ export class LayerStore {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    try {
-      unlinkSync(join(this.workDir, 'lock'));
-    } catch {
-      // already gone
-    }
+    releaseLock(this.workDir);
   }
 
   begin(): PullTransaction {
@@ -591,6 +593,14 @@ class Transaction implements PullTransaction {
     this.done = true;
     for (const d of this.pinned) this.store.pin(d, -1);
     await this.store.release(this.pinned);
+  }
+}
+
+function releaseLock(dir: string): void {
+  try {
+    unlinkSync(join(dir, 'lock'));
+  } catch {
+    // already gone
   }
 }
 
