@@ -118,6 +118,7 @@ async function child(layer: string, work: string, digest: string, diffId: string
   const { createLogger } = await import('../agent/src/log.ts');
   const log = createLogger('warn');
   const store = await LayerStore.open(work, log, { bundleMode: 'copy', gcOnOpen: false });
+  const baselineRssKiB = Math.round(process.memoryUsage.rss() / 1024);
   const t0 = performance.now();
   const txn = store.begin();
   const limits = { maxEntries: 10_000_000, maxFileSize: 2 ** 40, maxTotalBytes: 2 ** 42 };
@@ -128,7 +129,7 @@ async function child(layer: string, work: string, digest: string, diffId: string
     Object.assign(stats, await unpackLayer(tar, dir, { limits, log, signal }));
   });
   const seconds = (performance.now() - t0) / 1000;
-  process.stdout.write(JSON.stringify({ seconds, maxRssKiB: process.resourceUsage().maxRSS, entries: stats.entries }) + '\n');
+  process.stdout.write(JSON.stringify({ seconds, baselineRssKiB, maxRssKiB: process.resourceUsage().maxRSS, entries: stats.entries }) + '\n');
   store.close();
 }
 
