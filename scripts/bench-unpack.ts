@@ -7,22 +7,25 @@ import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileS
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
-const usage = `Usage: scripts/bench-unpack [--size GIB] [--runs N] [--dir DIR] [--cache DIR] [--small-share F]
+const usage = `Usage: scripts/bench-unpack [--size GIB] [--runs N] [--dir DIR] [--cache DIR] [--small-share F] [--bundled]
 
 Generates one gzip layer (cached) of many small files and some large ones,
 then, alternating, N times each:
-  floor   gunzip -c layer > /dev/null
-  gnu     gunzip -c layer | tar -x -C DIR
-  ours    the agent's pipeline in a child process: sha256 of the blob,
-          gunzip (node:zlib), sha256 of the tar (diff_id), unpackLayer into
-          LayerStore staging, rename into the store
-and prints medians, ours/floor and ours/gnu, and the child's peak RSS.
+  gunzip      gunzip -c layer > /dev/null
+  node zlib   node:zlib gunzip to nothing (the same inflater the agent uses)
+  gunzip|tar  gunzip -c layer | tar -x -C DIR
+  ours        the agent's pipeline in a child process: sha256 of the blob,
+              gunzip (node:zlib), sha256 of the tar (diff_id), unpackLayer into
+              LayerStore staging, rename into the store
+and prints medians, the ratios of ours to each, and the child's RSS before and at peak.
 
   --size GIB        uncompressed layer size (default 2)
   --runs N          runs of each (default 3)
   --dir DIR         scratch for unpacking (default /dev/shm/bench-unpack: tmpfs, like the guest's work_dir)
   --cache DIR       where the generated layer is kept (default .tmp/bench-unpack)
-  --small-share F   share of the bytes in small files, 0..1 (default 0.3)`;
+  --small-share F   share of the bytes in small files, 0..1 (default 0.3)
+  --bundled         run the agent's side from an esbuild bundle, as a guest image would
+                    (running .ts sources keeps Node's type stripper, ~35 MiB, in memory)`;
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -112,6 +115,18 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+/** A child that only inflates with node:zlib: the decompression floor of the same library. */
+async function zlibFloor(layer: string): Promise<void> {
+  const { createGunzip } = await import('node:zlib');
+  const t0 = performance.now();
+  const gz = createGunzip({ chunkSize: 256 * KIB });
+  createReadStream(layer, { highWaterMark: 256 * KIB }).pipe(gz);
+  for await (const _ of gz) {
+    // discard
+  }
+  process.stdout.write(JSON.stringify({ seconds: (performance.now() - t0) / 1000 }) + '\n');
+}
+
 /** The child: the agent's layer pipeline into a LayerStore, printing seconds and peak RSS. */
 async function child(layer: string, work: string, digest: string, diffId: string): Promise<void> {
   const { LayerStore, layerStream, unpackLayer } = await import('../agent/src/image/index.ts');
@@ -142,11 +157,17 @@ async function main(): Promise<void> {
       cache: { type: 'string', default: '.tmp/bench-unpack' },
       'small-share': { type: 'string', default: '0.3' },
       child: { type: 'string', multiple: true },
+      'zlib-floor': { type: 'string' },
+      bundled: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
     process.stdout.write(usage + '\n');
+    return;
+  }
+  if (values['zlib-floor']) {
+    await zlibFloor(values['zlib-floor']);
     return;
   }
   if (values.child) {
@@ -170,7 +191,20 @@ async function main(): Promise<void> {
   if (!existsSync(layer)) generate(layer, scratch, Math.round(sizeGiB * 1024 * MIB), share);
   if (!existsSync(sums)) writeFileSync(sums, JSON.stringify({ digest: await digestOf(layer, false), diffId: await digestOf(layer, true) }));
   const { digest, diffId } = JSON.parse(readFileSync(sums, 'utf8')) as { digest: string; diffId: string };
-  const t: { floor: number[]; gnu: number[]; ours: number[]; rss: number[] } = { floor: [], gnu: [], ours: [], rss: [] };
+  // --bundled: run the child from an esbuild bundle, as a guest image would ship it (no type stripping in memory).
+  let script = process.argv[1]!;
+  if (values.bundled) {
+    script = join(cache, 'bench-unpack.bundle.mjs');
+    const banner = "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);";
+    const r = spawnSync('esbuild', [process.argv[1]!, '--bundle', '--platform=node', '--format=esm', '--target=node24', '--log-level=warning', `--outfile=${script}`, `--banner:js=${banner}`], { stdio: 'inherit' });
+    if (r.status !== 0) throw new Error('esbuild failed');
+  }
+  const runChild = (args: string[]): Record<string, number> => {
+    const r = spawnSync(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+    if (r.status !== 0) throw new Error('child failed');
+    return JSON.parse(r.stdout) as Record<string, number>;
+  };
+  const t: { floor: number[]; zlib: number[]; gnu: number[]; ours: number[]; rss: number[]; base: number[] } = { floor: [], zlib: [], gnu: [], ours: [], rss: [], base: [] };
   let entries = 0;
   for (let i = 0; i < runs; i++) {
     rmSync(scratch, { recursive: true, force: true });
@@ -178,29 +212,31 @@ async function main(): Promise<void> {
     t.floor.push(timeShell(`gunzip -c '${layer}' > /dev/null`));
     t.gnu.push(timeShell(`gunzip -c '${layer}' | tar -x -C '${scratch}/gnu'`));
     rmSync(scratch, { recursive: true, force: true });
-    const r = spawnSync(process.execPath, [process.argv[1]!, '--child', layer, '--child', join(scratch, 'store'), '--child', digest, '--child', diffId], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      encoding: 'utf8',
-    });
-    if (r.status !== 0) throw new Error('child failed');
-    const res = JSON.parse(r.stdout) as { seconds: number; maxRssKiB: number; entries: number };
-    t.ours.push(res.seconds);
-    t.rss.push(res.maxRssKiB / 1024);
-    entries = res.entries;
-    process.stderr.write(`run ${i + 1}: floor ${t.floor[i]!.toFixed(2)} s, gnu ${t.gnu[i]!.toFixed(2)} s, ours ${res.seconds.toFixed(2)} s, peak RSS ${(res.maxRssKiB / 1024).toFixed(0)} MiB\n`);
+    t.zlib.push(runChild(['--zlib-floor', layer]).seconds!);
+    const res = runChild(['--child', layer, '--child', join(scratch, 'store'), '--child', digest, '--child', diffId]);
+    t.ours.push(res.seconds!);
+    t.rss.push(res.maxRssKiB! / 1024);
+    t.base.push(res.baselineRssKiB! / 1024);
+    entries = res.entries!;
+    process.stderr.write(
+      `run ${i + 1}: gunzip ${t.floor[i]!.toFixed(2)} s, node zlib ${t.zlib[i]!.toFixed(2)} s, gunzip|tar ${t.gnu[i]!.toFixed(2)} s, ours ${res.seconds!.toFixed(2)} s, ` +
+        `RSS ${(res.baselineRssKiB! / 1024).toFixed(0)} MiB before, ${(res.maxRssKiB! / 1024).toFixed(0)} MiB peak\n`,
+    );
   }
   rmSync(scratch, { recursive: true, force: true });
-  const m = { floor: median(t.floor), gnu: median(t.gnu), ours: median(t.ours) };
+  const m = { gunzip: median(t.floor), nodeZlib: median(t.zlib), gnuTar: median(t.gnu), ours: median(t.ours) };
   const bytes = sizeGiB * 1024 * MIB;
   process.stdout.write(
     JSON.stringify({
       layer: { uncompressedMiB: Math.round(bytes / MIB), entries, smallShare: share },
       runs,
       medianSeconds: m,
-      oursOverFloor: +(m.ours / m.floor).toFixed(2),
-      oursOverGnu: +(m.ours / m.gnu).toFixed(2),
+      bundled: values.bundled,
+      oursOverGunzip: +(m.ours / m.gunzip).toFixed(2),
+      oursOverNodeZlib: +(m.ours / m.nodeZlib).toFixed(2),
+      oursOverGnuTar: +(m.ours / m.gnuTar).toFixed(2),
       oursMiBps: Math.round(bytes / MIB / m.ours),
-      peakRssMiB: { median: Math.round(median(t.rss)), max: Math.round(Math.max(...t.rss)) },
+      rssMiB: { beforeMedian: Math.round(median(t.base)), peakMedian: Math.round(median(t.rss)), peakMax: Math.round(Math.max(...t.rss)) },
     }) + '\n',
   );
 }
