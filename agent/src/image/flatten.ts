@@ -23,7 +23,7 @@ import {
   type Stats,
 } from 'node:fs';
 import type { Logger } from '../log.ts';
-import { StoreError, UnsafeArchive } from './errors.ts';
+import { UnsafeArchive } from './errors.ts';
 import type { LayerMeta } from './layer-meta.ts';
 import { mknodBatch, setxattrBatch, type NodeSpec } from './sys.ts';
 
@@ -168,8 +168,4 @@ async function applyLayer(ctx: Ctx, layer: FlattenLayer, log: Logger): Promise<v
     );
     if (r.code !== 0) log.warn({ layer: layer.diffId, err: r.stderr.slice(0, 300) }, 'some xattrs could not be copied');
   }
-}
-
-export function assertDir(path: string): void {
-  if (!lstatOrUndefined(path)?.isDirectory()) throw new StoreError(`${path} is not a directory`);
 }

@@ -19,6 +19,7 @@ import {
   chownSync,
   closeSync,
   fsyncSync,
+  lchownSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -31,6 +32,7 @@ import {
   utimesSync,
   writeFileSync,
   writeSync,
+  type Stats,
 } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -114,6 +116,14 @@ const bundleId = (bundlePath: string): string => createHash('sha256').update(bun
 const LAYER_NAME_RE = /^(sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})$/;
 /** mount(2) copies one page of options. */
 const MOUNT_OPTS_MAX = 4000;
+
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}
 
 function exists(path: string): boolean {
   try {
@@ -442,6 +452,32 @@ export class LayerStore {
       lower = [join(base, 'empty')];
     }
     await mountOverlay(rootfs, this.layersDir, lower, upper, work);
+    this.hidePhantomWhiteouts(rootfs, stack);
+  }
+
+  /**
+   * overlayfs lists a lower layer's whiteouts in a directory that only that
+   * layer has (a "pure" directory is read straight through), though lookups
+   * of them fail. Copying such a directory up (a chown to its own owner)
+   * makes it merged, and merged directories hide whiteouts. The path is
+   * walked with lstat and never through a symlink.
+   */
+  private hidePhantomWhiteouts(rootfs: string, stack: readonly string[]): void {
+    const parents = new Set<string>();
+    for (const d of stack) for (const w of this.meta(d).whiteouts) parents.add(w.includes('/') ? w.slice(0, w.lastIndexOf('/')) : '');
+    parents.delete('');
+    for (const p of parents) {
+      let dir = rootfs;
+      let st;
+      for (const c of p.split('/')) {
+        dir = join(dir, c);
+        st = lstatOrUndefined(dir);
+        if (!st?.isDirectory()) break;
+      }
+      if (!st?.isDirectory()) continue;
+      const phantom = readdirSync(dir, { withFileTypes: true }).some((e) => e.isCharacterDevice() && !exists(join(dir, e.name)));
+      if (phantom) lchownSync(dir, st.uid, st.gid);
+    }
   }
 
   /** Undo a bundle, whatever state it reached: unmount, remove the rootfs and temp dirs, drop the record. */
