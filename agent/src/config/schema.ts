@@ -146,6 +146,17 @@ export const schema = {
     /** registries.d directory for simple-signing lookaside. */
     registries_d: str(''),
     max_concurrent_layers: int(3, 1, 32),
+    /** Bundle rootfs: "overlay" (overlayfs over the layer dirs), "copy" (flattened), "auto" (overlay where it works). */
+    bundle_mode: oneOf(['auto', 'overlay', 'copy'], 'auto'),
+    /** kata's built-in pause bundle (config.json, rootfs/pause) for sandbox containers. */
+    pause_bundle: str('/pause_bundle'),
+    /** Caps per layer against hostile archives. */
+    max_layer_entries: int(1_000_000, 1, Number.MAX_SAFE_INTEGER),
+    max_file_size: int(8 * 1024 ** 3, 0, Number.MAX_SAFE_INTEGER),
+    /** Decompressed bytes of one layer (and of its files together). */
+    max_layer_bytes: int(16 * 1024 ** 3, 0, Number.MAX_SAFE_INTEGER),
+    /** Decompressed:compressed, checked past 16 MiB of output; gzip never exceeds ~1032:1, zstd can. */
+    max_decompression_ratio: int(1100, 1, Number.MAX_SAFE_INTEGER),
   },
   storage: {
     /** dm-integrity on encrypted volumes (kata agent.secure_storage_integrity). */
