@@ -36,7 +36,7 @@ export interface TestRegistry {
   readonly token?: TokenServer;
   /** user:pass that may push (token auth only). */
   readonly pushCreds?: string;
-  /** Push with skopeo: `source` is a skopeo transport reference such as "oci:/dir:tag". */
+  /** Push with skopeo: `source` is a skopeo transport reference such as "oci:/dir:tag". Digests are preserved unless `format` converts. */
   push(source: string, name: string, opts?: { all?: boolean; format?: 'oci' | 'v2s2' }): Promise<void>;
   /** skopeo options to reach this registry as a source (TLS and credentials). */
   skopeoSrcArgs(): string[];
@@ -157,7 +157,9 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
       const args = ['copy', '--quiet', ...tlsArgs('dest')];
       if (token) args.push('--dest-creds', `${pushUser}:${pushPass}`);
       if (pushOpts.all) args.push('--all');
+      // Without a format change, push the image byte for byte (skopeo would otherwise gzip uncompressed layers).
       if (pushOpts.format) args.push('--format', pushOpts.format);
+      else args.push('--preserve-digests');
       args.push(source, `docker://${host}/${name}`);
       await execFileP('skopeo', args, { maxBuffer: 16 * 1024 * 1024 });
     },

@@ -39,7 +39,7 @@ export class BadReference extends InvalidArgument {
 /** Only sha256 and sha512 digests in their canonical lowercase form are accepted. */
 export function checkDigest(digest: string): string {
   if (!SHA256.test(digest) && !SHA512.test(digest)) {
-    if (DIGEST.test(digest)) throw new InvalidArgument(`unsupported digest ${JSON.stringify(digest.slice(0, 150))}: only sha256 and sha512 in lowercase hex`);
+    if (DIGEST.test(digest) && !/^sha(256|512):/.test(digest)) throw new InvalidArgument(`unsupported digest ${JSON.stringify(digest.slice(0, 150))}: only sha256 and sha512 in lowercase hex`);
     throw new InvalidArgument(`malformed digest ${JSON.stringify(digest.slice(0, 150))}`);
   }
   return digest;

@@ -231,7 +231,12 @@ export class HttpClient {
         });
       } catch (err) {
         throwIfAborted(opts.signal);
-        throw classifyNetworkError(err);
+        const classified = classifyNetworkError(err);
+        if (classified instanceof TransientError) throw classified;
+        // TLS verification, DNS and other definitive failures: name the code, nothing else.
+        const code = (err as { code?: unknown } | null)?.code;
+        if (typeof code === 'string') throw new RegistryUnavailable(`${current.host}: ${/CERT|SSL|TLS|SIGNATURE|ERR_OSSL/.test(code) ? 'TLS failure' : 'connection failed'} (${code})`, { cause: err });
+        throw err;
       }
       const location = res.headers.location;
       if (res.statusCode >= 300 && res.statusCode < 400 && res.statusCode !== 304 && location) {
