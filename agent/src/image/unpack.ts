@@ -59,6 +59,7 @@ export async function unpackLayer(tar: Readable, dir: string, opts: UnpackOption
   };
 
   extract.on('entry', (header, stream, next) => {
+    stream.on('error', () => {}); // destroyed with the failure, which fail() already holds
     if (failed) return;
     try {
       const e = guard.take(header as unknown as Parameters<TarGuard['take']>[0]);
