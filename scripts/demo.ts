@@ -2,10 +2,11 @@
 // the kata shim (ttrpc) and the CDH gRPC clients do: health, then an image
 // pull from a local docker-registry into a bundle.
 
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgentProcess } from './lib/agent-process.ts';
+import { removeTree } from '../test/helpers/mounts.ts';
 import { startRegistry } from './lib/registry.ts';
 import { buildImage, sampleLayers } from '../test/fixtures/images.ts';
 
@@ -57,5 +58,5 @@ try {
   const code = await agent.stop();
   console.log(`agent exited with ${code}`);
   await registry.stop();
-  rmSync(dir, { recursive: true, force: true });
+  removeTree(dir);
 }

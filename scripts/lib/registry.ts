@@ -145,6 +145,9 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
   const url = `${tls ? 'https' : 'http'}://${host}`;
   const tlsArgs = (side: 'src' | 'dest'): string[] => (certDir ? [`--${side}-cert-dir`, certDir] : [`--${side}-tls-verify=false`]);
   const exited = new Promise<void>((resolve) => child!.once('exit', () => resolve()));
+  // Never outlive the test process, even when it dies without running its cleanup.
+  const killOnExit = (): void => void child!.kill('SIGKILL');
+  process.once('exit', killOnExit);
 
   return {
     host,
@@ -167,6 +170,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
       return [...tlsArgs('src'), ...(token ? ['--src-creds', `${pushUser}:${pushPass}`] : [])];
     },
     async stop() {
+      process.off('exit', killOnExit);
       if (child!.exitCode === null) child!.kill('SIGTERM');
       await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
       if (child!.exitCode === null) child!.kill('SIGKILL');

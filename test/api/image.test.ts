@@ -4,7 +4,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent, type AgentProcess } from '../helpers/agent.ts';
@@ -12,6 +12,7 @@ import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { blobGet, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts';
 import { buildImage, sampleLayers, writeTree, pseudoRandom, type BuiltImage } from '../fixtures/images.ts';
 import { Code } from '../../agent/src/errors.ts';
+import { removeTree } from '../helpers/mounts.ts';
 
 const ttrpcCode = (code: number, re?: RegExp) => (e: unknown): boolean => {
   const err = e as { code?: number; message?: string };
@@ -69,10 +70,13 @@ describe('image pull API', () => {
   });
 
   after(async () => {
-    for (const a of agents) if (a.child.exitCode === null) await a.stop();
-    await proxy?.close();
-    await reg?.stop();
-    rmSync(work, { recursive: true, force: true });
+    try {
+      for (const a of agents) if (a.child.exitCode === null) await a.stop();
+    } finally {
+      await proxy?.close();
+      await reg?.stop();
+      removeTree(work);
+    }
   });
 
   test('kata grpc.Image/PullImage over ttrpc and CDH PullImage over gRPC', async () => {

@@ -22,6 +22,7 @@ import { LayerStore } from '../../agent/src/image/store.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { blobGet, manifestGet, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts';
 import { diffTrees, snapshotTree } from '../helpers/tree.ts';
+import { removeTree } from '../helpers/mounts.ts';
 import { buildImage, buildIndex, buildWithUmoci, compress, OCI_LAYER, sampleLayers, tagInLayout, tarDirectory, umociReferenceRootfs, writeImageFromBlobs, writeTree, pseudoRandom, type BuiltImage } from '../fixtures/images.ts';
 
 const log = createLogger('silent');
@@ -139,14 +140,17 @@ describe('pullImage against docker-registry', () => {
   });
 
   after(async () => {
-    for (const c of clients) await c.close();
-    for (const s of stores) {
-      for (const b of s.bundles()) await s.removeBundle(b.bundlePath);
-      s.close();
+    try {
+      for (const c of clients) await c.close();
+      for (const s of stores) {
+        for (const b of s.bundles()) await s.removeBundle(b.bundlePath);
+        s.close();
+      }
+    } finally {
+      await proxy?.close();
+      await reg?.stop();
+      removeTree(work);
     }
-    await proxy?.close();
-    await reg?.stop();
-    rmSync(work, { recursive: true, force: true });
   });
 
   test('a three-layer image (gzip, zstd, none; whiteouts, opaque dir, links) equals umoci unpack', async () => {
