@@ -2,7 +2,7 @@
 // the kata shim (ttrpc) and the CDH gRPC clients do: health, then an image
 // pull from a local docker-registry into a bundle.
 
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgentProcess } from './lib/agent-process.ts';
@@ -26,6 +26,7 @@ console.log(`${image}: ${img.layers.length} layers, manifest ${img.manifestDiges
 step('starting tee-agent serve (development profile)');
 const profile = readFileSync(new URL('./dev-profile.toml', import.meta.url), 'utf8');
 const config = `${profile}\n[image]\nbundle_base = ${JSON.stringify(join(dir, 'containers'))}\n\n[registry]\ninsecure = [${JSON.stringify(registry.host)}]\n`;
+mkdirSync(join(dir, 'agent'));
 const agent = await startAgentProcess({ dir: join(dir, 'agent'), config });
 console.log(`ready in ${agent.readyMs} ms; gRPC ${agent.grpcAddress}, ttrpc ${agent.ttrpcAddress}`);
 try {

@@ -184,3 +184,55 @@ describe('image pull API', () => {
     await again.stop();
   });
 });
+
+describe('image pull API: HTTPS registry with token auth', () => {
+  let work: string;
+  let reg: TestRegistry;
+  let img: BuiltImage;
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), 'api-image-tls-'));
+    reg = await startRegistry({
+      tls: true,
+      tokenAuth: { users: { dave: 'd4ve:secret' }, grant: (user, _repo, actions) => (user ? actions.filter((a) => a === 'pull' || user === 'pusher') : []) },
+    });
+    const layout = join(work, 'layout');
+    img = buildImage(layout, 't', [{ dir: writeTree(join(work, 'l'), [{ type: 'file', path: 'private', content: 'only with creds\n' }]), compression: 'gzip' }]);
+    await reg.push(`oci:${layout}:t`, 'private/app:v1');
+  });
+
+  after(async () => {
+    try {
+      await reg?.stop();
+    } finally {
+      removeTree(work);
+    }
+  });
+
+  test('source_creds and auth.json reach the token server; ca_bundle makes the certificate trusted', async () => {
+    writeFileSync(join(work, 'auth.json'), JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from('dave:d4ve:secret').toString('base64') } } }));
+    const base = ['[image]', `bundle_base = ${JSON.stringify(join(work, 'containers'))}`, '[registry]', `ca_bundle = ${JSON.stringify(reg.caFile!)}`, 'retries = 1'];
+    const image = `${reg.host}/private/app:v1`;
+
+    const plain = await startAgent({ config: base.join('\n') });
+    try {
+      const tt = await plain.ttrpc();
+      await assert.rejects(tt.call('grpc.Image', 'PullImage', { image, container_id: 'anon', source_creds: '' }, { timeoutMs: 30_000 }), ttrpcCode(Code.UNAUTHENTICATED));
+      await assert.rejects(tt.call('grpc.Image', 'PullImage', { image, container_id: 'wrong', source_creds: 'dave:nope' }, { timeoutMs: 30_000 }), ttrpcCode(Code.UNAUTHENTICATED, /token server/));
+      await tt.call('grpc.Image', 'PullImage', { image, container_id: 'creds', source_creds: 'dave:d4ve:secret' }, { timeoutMs: 30_000 });
+      assert.equal(readFileSync(join(work, 'containers', 'creds', 'rootfs', 'private'), 'utf8'), 'only with creds\n');
+      assert.ok(!plain.stderr().includes('d4ve'), 'credentials never reach the log');
+    } finally {
+      await plain.stop();
+    }
+
+    const withAuth = await startAgent({ config: [base[0], `auth = ${JSON.stringify(join(work, 'auth.json'))}`, ...base.slice(1)].join('\n') });
+    try {
+      const res = await withAuth.grpcCall<{ manifest_digest: string }>('api.ImagePullService', 'PullImage', { image_url: image, bundle_path: join(work, 'cdh') });
+      assert.equal(res.manifest_digest, img.manifestDigest);
+      assert.equal(reg.token!.requests.at(-1)!.user, 'dave');
+    } finally {
+      await withAuth.stop();
+    }
+  });
+});

@@ -180,7 +180,7 @@ export class ImagePuller {
     const failures: unknown[] = [];
     for (const candidate of candidates) {
       let last: unknown;
-      for (const source of candidate.sources) {
+      for (const [n, source] of candidate.sources.entries()) {
         const credentials = req.credentials && source.ref.registry === candidate.ref.registry ? req.credentials : auth.lookup(source.ref.registry, source.ref.repository);
         const repo = registry.repository(source.ref, { insecure: source.insecure, ...(credentials ? { credentials } : {}) });
         try {
@@ -188,7 +188,9 @@ export class ImagePuller {
         } catch (err) {
           if (opts.signal.aborted) throw cancelled(opts.signal);
           last = err;
-          opts.log.warn({ source: formatReference(source.ref), kind: source.kind, code: (err as AgentError).code, error: (err as Error).message }, 'image source failed');
+          // Worth a warning when another source is tried next; the last failure is the caller's error anyway.
+          const level = n < candidate.sources.length - 1 ? 'warn' : 'debug';
+          opts.log[level]({ source: formatReference(source.ref), kind: source.kind, code: (err as AgentError).code, error: (err as Error).message }, 'image source failed');
         }
       }
       failures.push(last);
