@@ -266,3 +266,30 @@ describe('registry client, HTTPS registry with Bearer token auth', () => {
     assert.equal(last.user, 'bob');
   });
 });
+
+describe('registry client, unreachable or silent registries', () => {
+  test('connection refused: UNAVAILABLE after the retries', async () => {
+    const c = new RegistryClient({ ...FAST, retries: 1 }, log);
+    try {
+      // Port 9 (discard) is closed on loopback here; nothing listens.
+      await assert.rejects(c.repository({ registry: '127.0.0.1:9', repository: 'a/b' }, { insecure: true }).getManifest('v1'), hasCode(Code.UNAVAILABLE, /ECONNREFUSED.*2 attempts/));
+    } finally {
+      await c.close();
+    }
+  });
+
+  test('a registry that never answers: the idle timeout gives DEADLINE_EXCEEDED', async () => {
+    const silent = await startFaultProxy({ upstream: 'http://127.0.0.1:9' });
+    silent.addRule({ match: () => true, fault: { kind: 'hang' } });
+    const c = new RegistryClient({ ...FAST, retries: 1, idleTimeoutMs: 300 }, log);
+    try {
+      const t0 = performance.now();
+      await assert.rejects(c.repository({ registry: silent.host, repository: 'a/b' }, { insecure: true }).getManifest('v1'), hasCode(Code.DEADLINE_EXCEEDED, /timed out/));
+      assert.ok(performance.now() - t0 < 3000);
+      assert.equal(silent.requests.length, 2);
+    } finally {
+      await c.close();
+      await silent.close();
+    }
+  });
+});

@@ -101,6 +101,8 @@ interface Resolved {
 }
 
 const PROGRESS_EVERY_MS = 500;
+/** A long layer logs its progress this often (events to a CLI display come every PROGRESS_EVERY_MS). */
+const LOG_PROGRESS_EVERY_MS = 5000;
 
 export class ImagePuller {
   readonly deps: PullerDeps;
@@ -275,6 +277,7 @@ export class ImagePuller {
       const t0 = performance.now();
       let bytes = 0;
       let lastEvent = 0;
+      let lastLog = t0;
       const emit = (state: 'downloading' | 'done' | 'retrying'): void => {
         const secs = (performance.now() - t0) / 1000;
         opts.onEvent?.({ type: 'layer', index, digest: layer.digest, state, bytes, total: layer.size, bytesPerSec: secs > 0 ? bytes / secs : 0 });
@@ -286,6 +289,10 @@ export class ImagePuller {
           if (now - lastEvent >= PROGRESS_EVERY_MS) {
             lastEvent = now;
             emit('downloading');
+            if (now - lastLog >= LOG_PROGRESS_EVERY_MS) {
+              lastLog = now;
+              log.info({ layer: index, digest: layer.digest, bytes, total: layer.size, bytes_per_sec: Math.round((bytes * 1000) / (now - t0)) }, 'layer progress');
+            }
           }
           yield c;
         }
@@ -295,7 +302,8 @@ export class ImagePuller {
         await this.streamLayer(counted(repo.blob(layer, signal, { onRetry: () => emit('retrying') })), layer, index, diffId, staging, signal, image, log);
         fetched += bytes;
         emit('done');
-        log.info({ layer: index, digest: layer.digest, bytes, ms: Math.round(performance.now() - t0) }, 'layer fetched');
+        const ms = performance.now() - t0;
+        log.info({ layer: index, digest: layer.digest, bytes, ms: Math.round(ms), bytes_per_sec: Math.round((bytes * 1000) / Math.max(ms, 1)) }, 'layer fetched');
         return fetched;
       } catch (err) {
         fetched += bytes;
