@@ -7,7 +7,7 @@
 import { rootCertificates } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, type Dispatcher } from 'undici';
-import { Cancelled } from '../errors.ts';
+import { AgentError, Cancelled } from '../errors.ts';
 import { RegistryTimeout, RegistryUnavailable } from './registry-errors.ts';
 
 export interface HttpSettings {
@@ -102,8 +102,9 @@ export function header(res: { headers: HttpResponse['headers'] }, name: string):
   return Array.isArray(v) ? v[0] : v;
 }
 
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Cancelled('pull cancelled');
+/** Throw the abort reason as an agent error (Cancelled unless the reason already is one). */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason instanceof AgentError ? signal.reason : new Cancelled('pull cancelled');
 }
 
 /**

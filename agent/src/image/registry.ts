@@ -19,7 +19,7 @@ import {
   RegistryUnauthorized,
   RegistryUnavailable,
 } from './registry-errors.ts';
-import { classifyNetworkError, header, HttpClient, parseRetryAfter, readCapped, TransientError, watchedBody, withRetries, type Headers, type HttpResponse, type HttpSettings } from './registry-http.ts';
+import { classifyNetworkError, header, HttpClient, parseRetryAfter, throwIfAborted, readCapped, TransientError, watchedBody, withRetries, type Headers, type HttpResponse, type HttpSettings } from './registry-http.ts';
 
 /** Bearer token responses larger than this are refused (containers/image iolimits). */
 const MAX_TOKEN_BYTES = 1024 * 1024;
@@ -321,7 +321,7 @@ export class Repository {
       if (!failure && offset === desc.size) return;
       failure ??= new TransientError(`body ended at byte ${offset} of ${desc.size}`);
       res.body.destroy();
-      if (signal?.aborted) throw signal.reason;
+      throwIfAborted(signal);
       if (++failures > settings.retries) {
         const msg = `${this.where}: ${what}: ${failure.message} (gave up after ${failures} attempts)`;
         throw failure.timeout ? new RegistryTimeout(msg) : new RegistryUnavailable(msg);
@@ -329,7 +329,7 @@ export class Repository {
       const waitMs = Math.round(Math.min(settings.maxBackoffMs, settings.backoffMs * 2 ** (failures - 1)));
       progress?.onRetry?.({ attempt: failures, waitMs, reason: failure.message, offset });
       this.client.log.warn({ registry: this.registry, repository: this.name, digest: desc.digest, offset, attempt: failures, reason: failure.message }, 'blob download interrupted; resuming');
-      await sleep(waitMs, undefined, signal ? { signal } : {});
+      await sleep(waitMs, undefined, signal ? { signal } : {}).catch(() => throwIfAborted(signal));
     }
   }
 }
