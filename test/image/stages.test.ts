@@ -2,13 +2,20 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { Code, type AgentError } from '../../agent/src/errors.ts';
-import { DigestMismatch, InvalidDigest, LimitExceeded, SizeMismatch, UnsupportedMediaType } from '../../agent/src/image/errors.ts';
-import { compressionOf, decompress, RATIO_FLOOR, verifyDigest, type Compression } from '../../agent/src/image/stages.ts';
-import { typedError } from '../../agent/src/image/unpack.ts';
+import { DigestMismatch, InvalidDigest, LimitExceeded, SizeMismatch, UnsafeArchive, UnsupportedMediaType } from '../../agent/src/image/errors.ts';
+import { compressionOf, decompress, layerStream, RATIO_FLOOR, verifyDigest, type Compression } from '../../agent/src/image/stages.ts';
+import { typedError, unpackLayer } from '../../agent/src/image/unpack.ts';
+import { createLogger } from '../../agent/src/log.ts';
+import { file, tar } from '../fixtures/tar-builder.ts';
+
+const log = createLogger('silent');
 
 const sha = (alg: string, b: Buffer): string => `${alg}:${createHash(alg).update(b).digest('hex')}`;
 
@@ -128,4 +135,33 @@ test('a zstd bomb stops at the ratio cap', async () => {
   const bomb = execFileSync('zstd', ['-q', '-19', '-c'], { input: Buffer.alloc(64 << 20) });
   assert.ok(bomb.length < 64 << 10);
   await assert.rejects(collect([bomb], decompress('zstd', { maxRatio: 1100 })), (err: LimitExceeded) => err.limit === 'image.max_decompression_ratio');
+});
+
+test('layerStream: a corrupted blob is reported as a digest mismatch even when the archive breaks first', async () => {
+  const tarBytes = tar(file('a', 'hello'), file('b', 'x'.repeat(3000)));
+  const gz = zlib.gzipSync(tarBytes);
+  const desc = { digest: sha('sha256', gz), size: gz.length, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', diffId: sha('sha256', tarBytes) };
+  const dir = mkdtempSync(join(tmpdir(), 'layerstream-'));
+  let n = 0;
+  const run = (blob: Buffer, d = desc) => {
+    const target = join(dir, String(n++));
+    mkdirSync(target);
+    return unpackLayer(layerStream(Readable.from([blob.subarray(0, 100), blob.subarray(100)]), d), target, { limits, log });
+  };
+  const limits = { maxEntries: 100, maxFileSize: 1 << 20, maxTotalBytes: 1 << 20 };
+  assert.equal((await run(gz)).files, 2);
+  const bad = Buffer.from(gz);
+  bad[bad.length - 12]! ^= 1; // breaks the gzip CRC before the blob digest is known
+  await assert.rejects(run(bad), DigestMismatch);
+  // A plain tar whose header breaks: the tar reader fails first, the digest says why.
+  const plain = { ...desc, digest: sha('sha256', tarBytes), size: tarBytes.length, mediaType: 'application/vnd.oci.image.layer.v1.tar' };
+  const badTar = Buffer.from(tarBytes);
+  badTar[3] = 0x41;
+  await assert.rejects(run(badTar, plain), DigestMismatch);
+  // A hostile archive with a correct digest is what it is.
+  const hostile = tar(file('../x', 'x'));
+  await assert.rejects(run(hostile, { ...plain, digest: sha('sha256', hostile), size: hostile.length, diffId: sha('sha256', hostile) }), UnsafeArchive);
+  // More bytes than the descriptor says: stopped at the size.
+  await assert.rejects(run(Buffer.concat([tarBytes, Buffer.alloc(512)]), plain), SizeMismatch);
+  rmSync(dir, { recursive: true, force: true });
 });

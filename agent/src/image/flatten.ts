@@ -23,7 +23,7 @@ import {
   type Stats,
 } from 'node:fs';
 import type { Logger } from '../log.ts';
-import { StoreError, UnsafeArchive } from './errors.ts';
+import { UnsafeArchive } from './errors.ts';
 import type { LayerMeta } from './layer-meta.ts';
 import { mknodBatch, setxattrBatch, type NodeSpec } from './sys.ts';
 
@@ -51,11 +51,21 @@ function devParts(rdev: number): { major: number; minor: number } {
   return { major: ((lo >>> 8) & 0xfff) | ((hi & 0xfffff000) >>> 0), minor: (lo & 0xff) | ((lo >>> 12) & 0xfff00) };
 }
 
+/** What setMeta needs of a Stats, kept small for the per-directory map. */
+interface Attrs {
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeMs: number;
+}
+
+const attrs = (st: Stats): Attrs => ({ mode: st.mode, uid: st.uid, gid: st.gid, mtimeMs: st.mtimeMs });
+
 interface Ctx {
   target: string;
   asRoot: boolean;
   /** Final metadata of every directory, from the topmost layer that has it. */
-  dirs: Map<string, Stats>;
+  dirs: Map<string, Attrs>;
 }
 
 export async function flatten(layers: readonly FlattenLayer[], target: string, opts: { asRoot: boolean; log: Logger }): Promise<void> {
@@ -70,10 +80,10 @@ export async function flatten(layers: readonly FlattenLayer[], target: string, o
   }
 }
 
-function setMeta(ctx: Ctx, abs: string, st: Stats, symlink: boolean): void {
+function setMeta(ctx: Ctx, abs: string, st: Attrs, symlink: boolean): void {
   if (ctx.asRoot && (st.uid !== 0 || st.gid !== 0)) lchownSync(abs, st.uid, st.gid);
   if (!symlink) chmodSync(abs, st.mode & 0o7777);
-  lutimesSync(abs, st.mtime, st.mtime);
+  lutimesSync(abs, st.mtimeMs / 1000, st.mtimeMs / 1000);
 }
 
 async function applyLayer(ctx: Ctx, layer: FlattenLayer, log: Logger): Promise<void> {
@@ -93,7 +103,7 @@ async function applyLayer(ctx: Ctx, layer: FlattenLayer, log: Logger): Promise<v
   const big: Promise<void>[] = [];
   // Hard links inside the layer stay hard links: inode → first target path.
   const inodes = new Map<number, string>();
-  ctx.dirs.set('', lstatSync(layer.dir));
+  ctx.dirs.set('', attrs(lstatSync(layer.dir)));
   if (opaque.has('')) for (const name of readdirSync(ctx.target)) rmSync(`${ctx.target}/${name}`, { recursive: true, force: true });
 
   const walk = (rel: string): void => {
@@ -116,7 +126,7 @@ async function applyLayer(ctx: Ctx, layer: FlattenLayer, log: Logger): Promise<v
           if (tst) rmSync(dst, { recursive: true, force: true });
           mkdirSync(dst, 0o700);
         }
-        ctx.dirs.set(p, st);
+        ctx.dirs.set(p, attrs(st));
         walk(p);
         continue;
       }
@@ -158,8 +168,4 @@ async function applyLayer(ctx: Ctx, layer: FlattenLayer, log: Logger): Promise<v
     );
     if (r.code !== 0) log.warn({ layer: layer.diffId, err: r.stderr.slice(0, 300) }, 'some xattrs could not be copied');
   }
-}
-
-export function assertDir(path: string): void {
-  if (!lstatOrUndefined(path)?.isDirectory()) throw new StoreError(`${path} is not a directory`);
 }

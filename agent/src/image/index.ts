@@ -15,7 +15,19 @@ import type { DecompressLimits } from './stages.ts';
 import type { UnpackLimits } from './unpack.ts';
 
 export * from './errors.ts';
-export { verifyDigest, DigestVerifier, parseDigest, compressionOf, decompress, RATIO_FLOOR, type Compression, type DecompressLimits } from './stages.ts';
+export {
+  verifyDigest,
+  DigestVerifier,
+  parseDigest,
+  compressionOf,
+  decompress,
+  layerStream,
+  RATIO_FLOOR,
+  type Compression,
+  type DecompressLimits,
+  type LayerDescriptor,
+  type LayerTar,
+} from './stages.ts';
 export { unpackLayer, type UnpackLimits, type UnpackOptions, type UnpackStats } from './unpack.ts';
 export { LayerStore, type BundleInfo, type BundleMode, type PullTransaction, type StoreOptions } from './store.ts';
 export { createPauseBundle } from './pause.ts';

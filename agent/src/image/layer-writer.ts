@@ -143,17 +143,21 @@ export class LayerWriter {
       this.stats.skipped++;
       return false;
     }
-    const parent = this.parentOf(parts, e.name);
+    if (wh.kind !== 'none') {
+      // Under a file or symlink of this layer a whiteout is moot: that entry already hides everything below it.
+      const parent = this.parentOf(parts, e.name, true);
+      if (!parent) {
+        this.stats.skipped++;
+        return false;
+      }
+      if (wh.kind === 'opaque') {
+        parent.opaque = true;
+        this.stats.opaque++;
+      } else this.whiteout(parent, wh.target, parts.slice(0, -1).concat(wh.target).join('/'));
+      return false;
+    }
+    const parent = this.parentOf(parts, e.name)!;
     const name = parts[parts.length - 1]!;
-    if (wh.kind === 'opaque') {
-      parent.opaque = true;
-      this.stats.opaque++;
-      return false;
-    }
-    if (wh.kind === 'whiteout') {
-      this.whiteout(parent, wh.target, parts.slice(0, -1).concat(wh.target).join('/'));
-      return false;
-    }
     const rel = parts.join('/');
     const abs = this.abs(rel);
     if (e.type === 'directory') {
@@ -285,8 +289,11 @@ export class LayerWriter {
     return kept;
   }
 
-  /** The directory that holds parts' last component, creating missing parents as implicit directories. */
-  private parentOf(parts: readonly string[], raw: string): DirNode {
+  /**
+   * The directory that holds parts' last component, creating missing parents as implicit directories.
+   * A parent that is not a directory is refused, or with `lenient` reported as undefined.
+   */
+  private parentOf(parts: readonly string[], raw: string, lenient = false): DirNode | undefined {
     const key = parts.length > 1 ? parts.slice(0, -1).join('/') : '';
     if (key === this.cacheKey) return this.cacheNode;
     let node = this.tree;
@@ -294,21 +301,27 @@ export class LayerWriter {
     for (let i = 0; i < parts.length - 1; i++) {
       const c = parts[i]!;
       rel = rel === '' ? c : `${rel}/${c}`;
-      node = node.children.get(c) ?? this.implicitDir(node, c, rel, raw);
+      const next = node.children.get(c) ?? this.implicitDir(node, c, rel, raw, lenient);
+      if (!next) return undefined;
+      node = next;
     }
     this.cacheKey = key;
     this.cacheNode = node;
     return node;
   }
 
-  private implicitDir(parent: DirNode, name: string, rel: string, raw: string): DirNode {
+  private implicitDir(parent: DirNode, name: string, rel: string, raw: string, lenient: boolean): DirNode | undefined {
     const leaf = parent.leaves?.get(name);
-    if (leaf?.kind === 'node') throw new UnsafeArchive(`parent ${JSON.stringify(rel)} is a device node`, raw);
+    if (leaf?.kind === 'node') {
+      if (lenient) return undefined;
+      throw new UnsafeArchive(`parent ${JSON.stringify(rel)} is a device node`, raw);
+    }
     const abs = this.abs(rel);
     try {
       mkdirSync(abs, 0o755);
     } catch (err) {
       if (errno(err) !== 'EEXIST') throw fsError(err, raw);
+      if (lenient) return undefined;
       const what = lstatSync(abs).isSymbolicLink() ? 'a symlink' : 'not a directory';
       throw new UnsafeArchive(`parent ${JSON.stringify(rel)} is ${what}`, raw);
     }

@@ -3,9 +3,9 @@
 // inflating run in OpenSSL and zlib, JavaScript only counts and forwards.
 
 import { createHash, type Hash } from 'node:crypto';
-import { Transform, type TransformCallback } from 'node:stream';
+import { PassThrough, pipeline, Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
 import zlib from 'node:zlib';
-import { AgentError, Cancelled } from '../errors.ts';
+import { AgentError, Cancelled, Code } from '../errors.ts';
 import { DigestMismatch, InvalidDigest, LimitExceeded, SizeMismatch, UnsupportedMediaType } from './errors.ts';
 
 const DIGEST_RE = /^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$/;
@@ -44,21 +44,33 @@ export class DigestVerifier extends Transform {
     return this.count;
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+  /** Hash a chunk without passing it on; throws SizeMismatch past `size`. */
+  absorb(chunk: Buffer): void {
     this.count += chunk.length;
-    if (this.size !== undefined && this.count > this.size) {
-      cb(new SizeMismatch(this.expected, this.size, `got more than that`));
+    if (this.size !== undefined && this.count > this.size) throw new SizeMismatch(this.expected, this.size, `got more than that`);
+    this.hash.update(chunk);
+  }
+
+  /** Finish the hash: the mismatch, or undefined when the bytes are the expected ones. */
+  verdict(): DigestMismatch | undefined {
+    this.computed ??= `${this.algorithm}:${this.hash.digest('hex')}`;
+    if (this.size !== undefined && this.count !== this.size) return new SizeMismatch(this.expected, this.size, `got ${this.count}`);
+    if (this.computed !== this.expected) return new DigestMismatch(this.expected, this.computed);
+    return undefined;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    try {
+      this.absorb(chunk);
+    } catch (err) {
+      cb(err as Error);
       return;
     }
-    this.hash.update(chunk);
     cb(null, chunk);
   }
 
   override _flush(cb: TransformCallback): void {
-    this.computed = `${this.algorithm}:${this.hash.digest('hex')}`;
-    if (this.size !== undefined && this.count !== this.size) cb(new SizeMismatch(this.expected, this.size, `got ${this.count}`));
-    else if (this.computed !== this.expected) cb(new DigestMismatch(this.expected, this.computed));
-    else cb();
+    cb(this.verdict());
   }
 }
 
@@ -151,4 +163,70 @@ export function decompress(c: Compression, limits: DecompressLimits = {}): Trans
 /** An AbortSignal's reason as the agent's error. */
 export function abortError(signal: AbortSignal): Error {
   return signal.reason instanceof AgentError ? signal.reason : new Cancelled('layer unpack cancelled');
+}
+
+export interface LayerDescriptor {
+  /** The blob's digest and size from the manifest. */
+  digest: string;
+  size: number;
+  mediaType: string;
+  /** The config's rootfs.diff_ids entry for this layer. */
+  diffId: string;
+}
+
+/** A layer's tar stream that can tell a corrupted blob from a bad archive (see layerStream). */
+export interface LayerTar extends Readable {
+  /**
+   * Given the error a consumer failed with, the error to report: when the
+   * blob's own bytes do not match its digest that is the cause (a corrupted
+   * download makes zlib or the tar reader fail first), so the rest of the
+   * blob is read (at most `size` bytes) to find out.
+   */
+  settle(err: Error): Promise<Error>;
+}
+
+/**
+ * The pipeline of one layer: blob → digest and size check → `decrypt`
+ * transforms → decompress → diff_id check, as one readable tar stream.
+ * unpackLayer settles its errors through it.
+ */
+export function layerStream(source: Readable, desc: LayerDescriptor, opts: { limits?: DecompressLimits; decrypt?: Transform[] } = {}): LayerTar {
+  const blob = new DigestVerifier(desc.digest, { size: desc.size });
+  const head = new PassThrough();
+  const stages: Transform[] = [...(opts.decrypt ?? []), decompress(compressionOf(desc.mediaType), opts.limits), verifyDigest(desc.diffId)];
+  const tar = pipeline(head, ...(stages as [Transform]), () => {}) as unknown as LayerTar;
+  // The source is pumped by hand, so it can still be hashed to its end after a later stage failed.
+  const pumped: Promise<Error | undefined> = (async () => {
+    try {
+      for await (const chunk of source) {
+        blob.absorb(chunk as Buffer);
+        if (!head.destroyed && !head.write(chunk)) await drained(head);
+      }
+      const v = blob.verdict();
+      if (v) head.destroy(v);
+      else head.end();
+      return v;
+    } catch (err) {
+      head.destroy(err as Error);
+      return err as Error;
+    }
+  })();
+  tar.settle = async (err: Error): Promise<Error> => {
+    if (err instanceof DigestMismatch || (err instanceof AgentError && err.code === Code.CANCELLED)) return err;
+    const v = await pumped;
+    return v instanceof DigestMismatch ? v : err;
+  };
+  return tar;
+}
+
+function drained(stream: Writable): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
 }

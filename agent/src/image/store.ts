@@ -19,6 +19,7 @@ import {
   chownSync,
   closeSync,
   fsyncSync,
+  lchownSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -31,6 +32,7 @@ import {
   utimesSync,
   writeFileSync,
   writeSync,
+  type Stats,
 } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -115,6 +117,14 @@ const LAYER_NAME_RE = /^(sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})$/;
 /** mount(2) copies one page of options. */
 const MOUNT_OPTS_MAX = 4000;
 
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
 function exists(path: string): boolean {
   try {
     lstatSync(path);
@@ -182,7 +192,13 @@ export class LayerStore {
       }
     }
     takeLock(dir);
-    const mode = await chooseMode(dir, opts.bundleMode ?? 'auto', log);
+    let mode: 'overlay' | 'copy';
+    try {
+      mode = await chooseMode(dir, opts.bundleMode ?? 'auto', log);
+    } catch (err) {
+      releaseLock(dir);
+      throw err;
+    }
     const store = new LayerStore(dir, log, mode, opts);
     try {
       await store.recover();
@@ -202,11 +218,7 @@ export class LayerStore {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    try {
-      unlinkSync(join(this.workDir, 'lock'));
-    } catch {
-      // already gone
-    }
+    releaseLock(this.workDir);
   }
 
   begin(): PullTransaction {
@@ -440,6 +452,32 @@ export class LayerStore {
       lower = [join(base, 'empty')];
     }
     await mountOverlay(rootfs, this.layersDir, lower, upper, work);
+    this.hidePhantomWhiteouts(rootfs, stack);
+  }
+
+  /**
+   * overlayfs lists a lower layer's whiteouts in a directory that only that
+   * layer has (a "pure" directory is read straight through), though lookups
+   * of them fail. Copying such a directory up (a chown to its own owner)
+   * makes it merged, and merged directories hide whiteouts. The path is
+   * walked with lstat and never through a symlink.
+   */
+  private hidePhantomWhiteouts(rootfs: string, stack: readonly string[]): void {
+    const parents = new Set<string>();
+    for (const d of stack) for (const w of this.meta(d).whiteouts) parents.add(w.includes('/') ? w.slice(0, w.lastIndexOf('/')) : '');
+    parents.delete('');
+    for (const p of parents) {
+      let dir = rootfs;
+      let st;
+      for (const c of p.split('/')) {
+        dir = join(dir, c);
+        st = lstatOrUndefined(dir);
+        if (!st?.isDirectory()) break;
+      }
+      if (!st?.isDirectory()) continue;
+      const phantom = readdirSync(dir, { withFileTypes: true }).some((e) => e.isCharacterDevice() && !exists(join(dir, e.name)));
+      if (phantom) lchownSync(dir, st.uid, st.gid);
+    }
   }
 
   /** Undo a bundle, whatever state it reached: unmount, remove the rootfs and temp dirs, drop the record. */
@@ -591,6 +629,14 @@ class Transaction implements PullTransaction {
     this.done = true;
     for (const d of this.pinned) this.store.pin(d, -1);
     await this.store.release(this.pinned);
+  }
+}
+
+function releaseLock(dir: string): void {
+  try {
+    unlinkSync(join(dir, 'lock'));
+  } catch {
+    // already gone
   }
 }
 

@@ -91,7 +91,8 @@ export async function syncFs(dir: string): Promise<void> {
 }
 
 export async function mountOverlay(target: string, cwd: string, lower: readonly string[], upper: string, work: string): Promise<void> {
-  const opts = `lowerdir=${lower.join(':')},upperdir=${upper},workdir=${work}`;
+  // Layers are untrusted: never follow redirects or metacopy xattrs (the unpacker drops trusted.* from archives anyway).
+  const opts = `lowerdir=${lower.join(':')},upperdir=${upper},workdir=${work},redirect_dir=nofollow,metacopy=off,index=off`;
   const r = await run('mount', ['-t', 'overlay', 'overlay', '-o', opts, target], { cwd });
   if (r.code !== 0) throw new StoreError(`overlay mount failed (${r.stderr.slice(0, 300)})`);
 }

@@ -42,6 +42,7 @@ const ZEROS = Buffer.alloc(64 * 1024);
 const MAX_PAX = 1024 * 1024;
 const MAX_LONGNAME = 8192;
 const MAX_ID = 0xffffffff;
+const NO_XATTRS: ReadonlyMap<string, Buffer> = new Map();
 
 const TYPES: Readonly<Record<string, EntryType>> = {
   '0': 'file',
@@ -296,7 +297,7 @@ export class TarGuard {
     let uid = numeric(block, 108, 8, 'uid');
     let gid = numeric(block, 116, 8, 'gid');
     let mtime = numeric(block, 136, 12, 'mtime');
-    const xattrs = new Map<string, Buffer>();
+    let xattrs = NO_XATTRS as Map<string, Buffer>;
     const { pax, longName, longLink } = this.pending;
     this.pending = {};
     if (longName !== undefined) name = longName;
@@ -318,7 +319,10 @@ export class TarGuard {
           const s = v.toString('latin1');
           if (!/^-?\d{1,16}(\.\d{1,9})?$/.test(s)) throw new UnsafeArchive('PAX mtime is not a number', name);
           mtime = Number(s);
-        } else if (key.startsWith('SCHILY.xattr.')) xattrs.set(key.slice('SCHILY.xattr.'.length), v);
+        } else if (key.startsWith('SCHILY.xattr.')) {
+          if (xattrs === NO_XATTRS) xattrs = new Map();
+          xattrs.set(key.slice('SCHILY.xattr.'.length), v);
+        }
         else if (key.startsWith('GNU.sparse.')) throw new MalformedArchive('sparse files are not supported');
         // Other keys (atime, ctime, uname, gname, comment, charset, vendor keys) change nothing we write.
       }

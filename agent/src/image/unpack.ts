@@ -10,7 +10,7 @@ import { AgentError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { MalformedArchive } from './errors.ts';
 import { fsError, LayerWriter, type UnpackStats } from './layer-writer.ts';
-import { abortError } from './stages.ts';
+import { abortError, type LayerTar } from './stages.ts';
 import { TarGuard } from './tar-guard.ts';
 
 export type { UnpackStats } from './layer-writer.ts';
@@ -116,7 +116,7 @@ export async function unpackLayer(tar: Readable, dir: string, opts: UnpackOption
     signal?.removeEventListener('abort', onAbort);
     writer.abort();
   }
-  if (failed) throw failed;
+  if (failed) throw isLayerTar(tar) ? await tar.settle(failed) : failed;
   try {
     await writer.finish();
   } catch (err) {
@@ -125,6 +125,8 @@ export async function unpackLayer(tar: Readable, dir: string, opts: UnpackOption
   log.debug({ dir, ...writer.stats }, 'layer unpacked');
   return writer.stats;
 }
+
+const isLayerTar = (s: Readable): s is LayerTar => typeof (s as Partial<LayerTar>).settle === 'function';
 
 /** Resolves on `event`, or when the stream closes or fails (the caller checks its own failure flag). */
 function settled(stream: NodeJS.EventEmitter, event: string): Promise<void> {

@@ -13,7 +13,8 @@
 const XATTR_SIZE_MAX = 65536;
 
 export function keepXattr(name: string, value: Buffer): boolean {
-  if (value.length > XATTR_SIZE_MAX || name.length > 255 || name.includes('\0')) return false;
+  // Printable names only: they travel in setfattr's restore format, where "=" ends a name.
+  if (value.length > XATTR_SIZE_MAX || name.length > 255 || !/^[\x21-\x3c\x3e-\x7e]+$/.test(name)) return false;
   if (name === 'security.capability') return true;
   return name.startsWith('user.') && !name.startsWith('user.overlay.');
 }
