@@ -5,9 +5,8 @@
 // back, so a bundle is visible only when every layer passed every check.
 
 import { rm, readdir } from 'node:fs/promises';
-import { finished } from 'node:stream/promises';
 import { join } from 'node:path';
-import { PassThrough, pipeline, Readable, type Transform } from 'node:stream';
+import { Readable, type Transform } from 'node:stream';
 import type { Logger } from 'pino';
 import { AgentError, Cancelled, Code } from '../errors.ts';
 import type { AuthFile, Credentials } from './auth.ts';
@@ -28,7 +27,7 @@ import { formatReference, manifestReference, parseReference, type ImageReference
 import { resolveCandidates, type PullCandidate, type PullSource, type RegistriesConf } from './registries-conf.ts';
 import { BlobRestart, RegistryClient, type FetchedManifest, type Repository } from './registry.ts';
 import { EncryptedLayerUnsupported, ImageNotFound, ManifestRejected, RegistryDigestMismatch, VerificationUnavailable } from './registry-errors.ts';
-import { compressionOf, decompress, verifyDigest, type DecompressLimits } from './stages.ts';
+import { compressionOf, layerStream, type DecompressLimits } from './stages.ts';
 import { unpackLayer, type UnpackLimits } from './unpack.ts';
 import type { LayerStore } from './store.ts';
 
@@ -316,50 +315,21 @@ export class ImagePuller {
   }
 
   /**
-   * download → digest(descriptor) → decrypt? → decompress → digest(diff_id) → unpack into staging.
-   * When a later stage fails first (a broken archive, a bad gzip stream), the
-   * rest of the download is drained through its digest check, so that wrong
-   * bytes are reported as a digest mismatch rather than as whatever they broke.
+   * download → digest(descriptor) → decrypt? → decompress → digest(diff_id) → unpack into staging
+   * (stages.ts layerStream: a corrupted download is reported as a digest
+   * mismatch even when zlib or the tar reader trips over it first).
    */
   private async streamLayer(blob: AsyncIterable<Buffer>, layer: Descriptor, index: number, diffId: string, staging: string, signal: AbortSignal, image: string, log: Logger): Promise<void> {
-    let upstreamError: unknown;
-    const downloaded = pipeline(Readable.from(blob, { objectMode: false }), verifyDigest(layer.digest, { size: layer.size }), () => {}) as unknown as Transform;
-    const gate = new PassThrough();
-    downloaded.once('error', (err) => {
-      upstreamError = err;
-      gate.destroy(err);
-    });
-    downloaded.pipe(gate);
-    const stages: Array<NodeJS.ReadableStream | NodeJS.ReadWriteStream> = [gate];
     let mediaType = layer.mediaType;
+    const decrypt: Transform[] = [];
     if (isEncrypted(mediaType)) {
       if (!this.deps.decryptor) throw encryptedWithoutDecryptor(layer, index);
       const d = await this.deps.decryptor.decrypt({ descriptor: layer, index, image }, signal);
-      stages.push(d.stream);
+      decrypt.push(d.stream);
       mediaType = d.mediaType;
     }
-    stages.push(decompress(compressionOf(mediaType), this.deps.settings.decompressLimits), verifyDigest(diffId));
-    // pipeline() destroys every stage on any error, so any failure reaches the unpacker as an error on its input.
-    const tar = pipeline(stages, () => {}) as unknown as Transform;
-    try {
-      await unpackLayer(tar, staging, { limits: this.deps.settings.unpackLimits, signal, log });
-    } catch (err) {
-      if (upstreamError !== undefined) throw upstreamError;
-      if (signal.aborted) throw err;
-      throw (await drainVerdict(downloaded)) ?? err;
-    }
-  }
-}
-
-/** Read the rest of a digest-verifying stream to its end (it may have ended already); its digest error, if that is how it ends. */
-async function drainVerdict(verifier: Transform): Promise<AgentError | undefined> {
-  verifier.unpipe();
-  verifier.resume();
-  try {
-    await finished(verifier, { writable: false });
-    return undefined;
-  } catch (err) {
-    return err instanceof AgentError && err.code === Code.DATA_LOSS ? err : undefined;
+    const tar = layerStream(Readable.from(blob, { objectMode: false }), { digest: layer.digest, size: layer.size, mediaType, diffId }, { limits: this.deps.settings.decompressLimits, decrypt });
+    await unpackLayer(tar, staging, { limits: this.deps.settings.unpackLimits, signal, log });
   }
 }
 

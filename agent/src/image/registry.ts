@@ -32,11 +32,13 @@ export interface FetchedManifest {
   readonly digest: string;
 }
 
-/** A resumed blob download got 200 instead of 206: the consumer must start the layer over. */
-export class BlobRestart extends Error {
+/**
+ * A resumed blob download got 200 instead of 206: the consumer must start the
+ * layer over. UNAVAILABLE when it escapes, after the layer restarts ran out.
+ */
+export class BlobRestart extends RegistryUnavailable {
   constructor(digest: string, offset: number) {
-    super(`${digest}: the registry ignored Range at byte ${offset}; restarting the layer`);
-    this.name = 'BlobRestart';
+    super(`${digest}: the registry ignored Range when resuming at byte ${offset}, so the layer must start over`);
   }
 }
 
