@@ -16,6 +16,9 @@ insecure = true
 [[registry.mirror]]
 location = "mirror-b.local/hub"
 pull-from-mirror = "digest-only"
+[[registry.mirror]]
+location = "mirror-c.local"
+pull-from-mirror = "tag-only"
 
 [[registry]]
 prefix = "example.com/team"
@@ -37,9 +40,9 @@ blocked = true
 const conf = parseRegistriesConf(CONF, 'registries.conf');
 const names = (text: string) => resolveCandidates(conf, parseReference(text)).map((c) => ({ ref: formatReference(c.ref), sources: c.sources.map((s) => `${s.kind}:${formatReference(s.ref)}${s.insecure ? ':insecure' : ''}`) }));
 
-test('mirrors come first, in order; digest-only mirrors only for digests', () => {
+test('mirrors come first, in order; digest-only and tag-only mirrors as configured', () => {
   assert.deepEqual(names('docker.io/library/busybox:1'), [
-    { ref: 'docker.io/library/busybox:1', sources: ['mirror:mirror-a.local:5000/library/busybox:1:insecure', 'primary:docker.io/library/busybox:1'] },
+    { ref: 'docker.io/library/busybox:1', sources: ['mirror:mirror-a.local:5000/library/busybox:1:insecure', 'mirror:mirror-c.local/library/busybox:1', 'primary:docker.io/library/busybox:1'] },
   ]);
   const d = 'sha256:' + 'b'.repeat(64);
   assert.deepEqual(names(`docker.io/library/busybox@${d}`)[0]?.sources, [

@@ -14,6 +14,8 @@ export interface MirrorEntry {
   readonly insecure: boolean;
   /** Use this mirror only for references pinned by digest. */
   readonly digestOnly: boolean;
+  /** Use this mirror only for references by tag (pull-from-mirror = "tag-only"). */
+  readonly tagOnly: boolean;
 }
 
 export interface RegistryEntry {
@@ -132,8 +134,7 @@ export function parseRegistriesConf(text: string, source: string, log?: Logger):
       if (pfm !== undefined && pfm !== 'all' && pfm !== 'digest-only' && pfm !== 'tag-only') {
         throw new RegistryConfigError(`${mw}.pull-from-mirror: expected "all", "digest-only" or "tag-only"`);
       }
-      if (pfm === 'tag-only') ignored.push('registry.mirror.pull-from-mirror="tag-only"');
-      return { location: normaliseName(m.location, `${mw}.location`), insecure: flag(m, 'insecure', mw), digestOnly: regDigestOnly || pfm === 'digest-only' };
+      return { location: normaliseName(m.location, `${mw}.location`), insecure: flag(m, 'insecure', mw), digestOnly: regDigestOnly || pfm === 'digest-only', tagOnly: pfm === 'tag-only' };
     });
     registries.push({ prefix, location, insecure: flag(r, 'insecure', where), blocked: flag(r, 'blocked', where), mirrors });
   });
@@ -184,7 +185,7 @@ export function sourcesFor(conf: RegistriesConf, ref: ImageReference, insecureHo
   if (entry.blocked) throw new RegistryDenied(`registry ${repositoryName(ref)} is blocked by registries.conf`);
   const out: PullSource[] = [];
   for (const m of entry.mirrors) {
-    if (m.digestOnly && ref.digest === undefined) continue;
+    if ((m.digestOnly && ref.digest === undefined) || (m.tagOnly && ref.digest !== undefined)) continue;
     const mref = relocate(ref, entry, m.location);
     out.push({ ref: mref, insecure: m.insecure || insecureHost(mref), kind: 'mirror' });
   }
