@@ -7,7 +7,10 @@ import { createAttestation } from '../attestation/index.ts';
 import type { AgentConfig } from '../config/index.ts';
 import type { Handlers } from '../server/table.ts';
 import { attestationAgentHandlers, resourceHandlers, sealedSecretHandlers } from './attestation.ts';
+import { createPuller } from '../image/setup.ts';
+import { createPauseBundle, LayerStore } from '../image/index.ts';
 import { healthHandlers } from './health.ts';
+import { imageHandlers } from './image.ts';
 
 export interface Api {
   readonly handlers: Handlers;
@@ -18,14 +21,20 @@ export interface Api {
 export async function createApi(config: AgentConfig, log: Logger): Promise<Api> {
   // attestation.keys is the KeySource for every kbs:/// secret (keyprovider KEKs, policies, auth).
   const attestation = await createAttestation(config, log);
+  const store = await LayerStore.open(config.image.work_dir, log, { bundleMode: config.image.bundle_mode });
+  // Signature verification (signature/) and layer decryption (crypto/) plug in here as `verifier` and `decryptor`.
+  const puller = createPuller(config, log, { store });
   return {
     handlers: {
       'grpc.Health': healthHandlers,
       'api.GetResourceService': resourceHandlers(attestation),
       'api.SealedSecretService': sealedSecretHandlers(attestation),
       'attestation_agent.AttestationAgentService': attestationAgentHandlers(attestation),
+      ...imageHandlers({ puller, bundleBase: config.image.bundle_base, createPauseBundle: (path) => createPauseBundle(path, config.image.pause_bundle) }),
     },
     close: async () => {
+      await puller.deps.registry.close();
+      store.close();
       await attestation.close();
     },
   };

@@ -4,9 +4,10 @@ import { ConfigError } from '../config/index.ts';
 import { AgentError } from '../errors.ts';
 import { UsageError, type Command } from './args.ts';
 import { attest } from './attest.ts';
+import { pull } from './pull.ts';
 import { serve } from './serve.ts';
 
-const commands: readonly Command[] = [serve, attest];
+const commands: readonly Command[] = [serve, pull, attest];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
