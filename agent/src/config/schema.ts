@@ -67,6 +67,13 @@ export function oneOf<const T extends string>(values: readonly T[], def: T): Fie
   return { default: def, parse: check, fromString: check };
 }
 
+/** A list of strings: a TOML array, or comma-separated on the kernel command line. */
+export function strings(def: readonly string[] = []): Field<readonly string[]> {
+  const check = (v: unknown, key: string): readonly string[] =>
+    Array.isArray(v) && v.every((s) => typeof s === 'string') ? Object.freeze([...v]) : fail(key, 'expected an array of strings');
+  return { default: Object.freeze([...def]), parse: check, fromString: (v, key) => check(v.split(',').filter((s) => s !== ''), key) };
+}
+
 export function addresses(def: string[]): Field<readonly ListenAddress[]> {
   const parseAll = (v: unknown, key: string): readonly ListenAddress[] => {
     if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) return fail(key, 'expected an array of address strings');
@@ -125,6 +132,27 @@ export const schema = {
     /** registries.d directory for simple-signing lookaside. */
     registries_d: str(''),
     max_concurrent_layers: int(3, 1, 32),
+    /** os/architecture[/variant] picked from multi-platform indexes; empty: the host's (linux/amd64 in the TDX guest). */
+    platform: str(''),
+    /** kata grpc.Image/PullImage puts bundles in <bundle_base>/<container_id>. */
+    bundle_base: str('/run/kata-containers'),
+  },
+  registry: {
+    /** PEM file of extra CA certificates trusted for registries, added to the system roots. */
+    ca_bundle: str(''),
+    /** Registries ("host[:port]") reached over plain HTTP; registries.conf's insecure does the same per prefix. */
+    insecure: strings([]),
+    connect_timeout_ms: int(10_000, 100, 600_000),
+    /** Longest silence while waiting for headers or between body chunks. */
+    idle_timeout_ms: int(30_000, 100, 3_600_000),
+    /** A transfer slower than low_speed_bytes per second over a whole low_speed_window_ms fails (0: off). */
+    low_speed_bytes: int(1024, 0, 1 << 30),
+    low_speed_window_ms: int(30_000, 100, 3_600_000),
+    /** Extra attempts after a transient failure (network, 5xx, 429, cut body). */
+    retries: int(4, 0, 20),
+    backoff_ms: int(250, 1, 60_000),
+    /** Longest wait between attempts; a longer Retry-After fails the request. */
+    max_backoff_ms: int(30_000, 1, 600_000),
   },
   storage: {
     /** dm-integrity on encrypted volumes (kata agent.secure_storage_integrity). */
