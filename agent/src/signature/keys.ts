@@ -110,7 +110,8 @@ export function loadGpgKeys(specs: readonly KeySpec[], ctx: KeyContext): Promise
       const armored = bytes.subarray(0, 64).toString('latin1').trimStart().startsWith('-----BEGIN PGP');
       let keys;
       try {
-        keys = armored ? await readKeys({ armoredKeys: bytes.toString('utf8') }) : await readKeys({ binaryKeys: bytes });
+        // openpgp keeps views into a binary input, so it gets its own copy: ours is zeroed below.
+        keys = armored ? await readKeys({ armoredKeys: bytes.toString('utf8') }) : await readKeys({ binaryKeys: Uint8Array.from(bytes) });
       } catch {
         throw new PolicyInvalid(`key ${where(spec)}: not an OpenPGP keyring`);
       }
