@@ -24,7 +24,9 @@ export type Fault =
   /** Answer 307 to the same path on another origin. */
   | { kind: 'redirect'; to: string }
   /** Hold the request until released (for kill -9 tests). */
-  | { kind: 'hang' };
+  | { kind: 'hang' }
+  /** Answer with this response instead of the registry's (a hostile registry). */
+  | { kind: 'respond'; status?: number; headers?: Record<string, string>; body: Buffer | string };
 
 export interface RecordedRequest {
   readonly method: string;
@@ -110,6 +112,13 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     }
     if (fault?.kind === 'redirect') {
       answer(307, { location: new URL(req.url ?? '/', fault.to).toString() });
+      return;
+    }
+    if (fault?.kind === 'respond') {
+      const body = typeof fault.body === 'string' ? Buffer.from(fault.body) : fault.body;
+      rec.bytes = body.length;
+      rec.status = fault.status ?? 200;
+      res.writeHead(rec.status, { 'content-length': String(body.length), ...(fault.headers ?? {}) }).end(body);
       return;
     }
     if (fault?.kind === 'hang') {

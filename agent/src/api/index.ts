@@ -5,7 +5,10 @@
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/index.ts';
 import type { Handlers } from '../server/table.ts';
+import { createPuller } from '../image/setup.ts';
+import { createPauseBundle, LayerStore } from '../image/index.ts';
 import { healthHandlers } from './health.ts';
+import { imageHandlers } from './image.ts';
 
 export interface Api {
   readonly handlers: Handlers;
@@ -13,11 +16,18 @@ export interface Api {
   close(): Promise<void>;
 }
 
-export async function createApi(_config: AgentConfig, _log: Logger): Promise<Api> {
+export async function createApi(config: AgentConfig, log: Logger): Promise<Api> {
+  const store = await LayerStore.open(config.image.work_dir, log, { bundleMode: config.image.bundle_mode });
+  // Signature verification (signature/) and layer decryption (crypto/) plug in here as `verifier` and `decryptor`.
+  const puller = createPuller(config, log, { store });
   return {
     handlers: {
       'grpc.Health': healthHandlers,
+      ...imageHandlers({ puller, bundleBase: config.image.bundle_base, createPauseBundle: (path) => createPauseBundle(path, config.image.pause_bundle) }),
     },
-    close: async () => {},
+    close: async () => {
+      await puller.deps.registry.close();
+      store.close();
+    },
   };
 }

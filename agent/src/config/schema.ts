@@ -138,6 +138,17 @@ export const schema = {
     platform: str(''),
     /** kata grpc.Image/PullImage puts bundles in <bundle_base>/<container_id>. */
     bundle_base: str('/run/kata-containers'),
+    /** Bundle rootfs: "overlay" (overlayfs over the layer dirs), "copy" (flattened), "auto" (overlay where it works). */
+    bundle_mode: oneOf(['auto', 'overlay', 'copy'], 'auto'),
+    /** kata's built-in pause bundle (config.json, rootfs/pause) for sandbox containers. */
+    pause_bundle: str('/pause_bundle'),
+    /** Caps per layer against hostile archives. */
+    max_layer_entries: int(1_000_000, 1, Number.MAX_SAFE_INTEGER),
+    max_file_size: int(8 * 1024 ** 3, 0, Number.MAX_SAFE_INTEGER),
+    /** Decompressed bytes of one layer (and of its files together). */
+    max_layer_bytes: int(16 * 1024 ** 3, 0, Number.MAX_SAFE_INTEGER),
+    /** Decompressed:compressed, checked past 16 MiB of output; gzip never exceeds ~1032:1, zstd can. */
+    max_decompression_ratio: int(1100, 1, Number.MAX_SAFE_INTEGER),
   },
   registry: {
     /** PEM file of extra CA certificates trusted for registries, added to the system roots. */

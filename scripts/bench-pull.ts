@@ -1,0 +1,213 @@
+// Benchmark: tee-agent pull against the Go peers and the decompression floor,
+// in one run on the same generated image from the same local registry.
+// See `scripts/bench-pull --help`.
+
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs, promisify } from 'node:util';
+import { benchImage, type GeneratedLayer, type LayerSpec } from './lib/bench-image.ts';
+import { startRegistry } from './lib/registry.ts';
+
+const execFileP = promisify(execFile);
+
+const USAGE = `Usage: scripts/bench-pull [--runs N] [--cache DIR] [--no-big] [--work DIR]
+
+Generates (once, cached) a 3-layer gzip image of >= 600 MB uncompressed (many
+small text-like files plus large random and text files per layer) and a
+single-layer image of 2 GiB uncompressed, pushes them with skopeo to a local
+docker-registry on 127.0.0.1, then in one run, alternating, N times:
+
+  (a) tee-agent pull IMAGE --bundle DIR (fresh layer store each time)
+  (b) skopeo copy docker://IMAGE oci:DIR + umoci raw unpack (the Go peers)
+  (c) gunzip -c of the same layer blobs, one process per layer in parallel, to /dev/null
+
+and reports medians, the ratios a/b and a/c, and the peak RSS of the agent
+(GNU time %M), also for the 2 GiB single-layer image (a and c once each).
+Targets: a/b <= 0.6, a/c <= 1.5, peak RSS < 150 MB and flat in layer size.
+
+  --runs N     rounds of (a), (b), (c) (default 3)
+  --cache DIR  where generated images are kept (default .tmp/bench-pull)
+  --work DIR   scratch for stores, bundles and layouts (default a new dir in $TMPDIR)
+  --no-big     skip the 2 GiB single-layer image
+  -h, --help   show this help`;
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '3' },
+    cache: { type: 'string' },
+    work: { type: 'string' },
+    'no-big': { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const runs = Number(values.runs);
+if (!Number.isInteger(runs) || runs < 1) {
+  console.error(`bench-pull: --runs must be a positive integer\n\n${USAGE}`);
+  process.exit(2);
+}
+
+const root = resolve(new URL('..', import.meta.url).pathname);
+const cache = resolve(values.cache ?? join(root, '.tmp', 'bench-pull'));
+const work = values.work ? resolve(values.work) : mkdtempSync(join(tmpdir(), 'bench-pull-'));
+mkdirSync(cache, { recursive: true });
+mkdirSync(work, { recursive: true });
+const say = (s: string): void => void process.stderr.write(`bench-pull: ${s}\n`);
+const MiB = 1 << 20;
+
+// 3 layers of ~210 MiB each: ~12k small files (0.5-16 KiB) plus 50 MiB random and 60 MiB text.
+const MAIN: LayerSpec[] = [1, 2, 3].map((seed) => ({
+  smallFiles: 12_000,
+  smallMin: 512,
+  smallMax: 16 * 1024,
+  large: [
+    { size: 50 * MiB, kind: 'random' as const },
+    { size: 30 * MiB, kind: 'text' as const },
+    { size: 30 * MiB, kind: 'text' as const },
+  ],
+  seed,
+}));
+// One layer of 2 GiB: 10k small files and eight 252 MiB files, alternating random and text.
+const BIG: LayerSpec[] = [
+  {
+    smallFiles: 10_000,
+    smallMin: 512,
+    smallMax: 16 * 1024,
+    large: Array.from({ length: 8 }, (_, i) => ({ size: 252 * MiB, kind: i % 2 === 0 ? ('random' as const) : ('text' as const) })),
+    seed: 7,
+  },
+];
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+const time = async (fn: () => Promise<void>): Promise<number> => {
+  const t0 = performance.now();
+  await fn();
+  return (performance.now() - t0) / 1000;
+};
+
+/** tee-agent pull under GNU time: wall seconds, peak RSS (KiB) and the agent's JSON line. */
+async function agentPull(image: string, host: string, tag: string): Promise<{ seconds: number; rssKiB: number; result: Record<string, unknown> }> {
+  const dir = join(work, `agent-${tag}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const timeFile = join(dir, 'time.txt');
+  const args = ['-f', '%e %M', '-o', timeFile, process.execPath, join(root, 'agent/bin/tee-agent.js'), 'pull', image, '--bundle', join(dir, 'bundle'), '--work-dir', join(dir, 'store'), '--insecure-registry', host, '--no-progress', '--log-level', 'warn', '--cmdline', '/dev/null'];
+  const t0 = performance.now();
+  const { stdout } = await execFileP('/usr/bin/time', args, { maxBuffer: 16 * MiB });
+  const seconds = (performance.now() - t0) / 1000;
+  const [, rss] = readFileSync(timeFile, 'utf8').trim().split(/\s+/).slice(-2);
+  const result = JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>;
+  await cleanupBundle(dir);
+  return { seconds, rssKiB: Number(rss), result };
+}
+
+/** Bundles may be overlay mounts; unmount before removing. */
+async function cleanupBundle(dir: string): Promise<void> {
+  await execFileP('umount', ['-R', join(dir, 'bundle', 'rootfs')]).catch(() => {});
+  rmSync(dir, { recursive: true, force: true });
+}
+
+async function goPeers(image: string, tag: string): Promise<number> {
+  const dir = join(work, `go-${tag}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const seconds = await time(async () => {
+    await execFileP('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${image}`, `oci:${join(dir, 'layout')}:v1`]);
+    await execFileP('umoci', ['raw', 'unpack', '--image', `${join(dir, 'layout')}:v1`, join(dir, 'rootfs')]);
+  });
+  rmSync(dir, { recursive: true, force: true });
+  return seconds;
+}
+
+function gunzipFloor(layout: string, layers: readonly GeneratedLayer[]): Promise<number> {
+  return time(() =>
+    Promise.all(
+      layers.map(
+        (l) =>
+          new Promise<void>((ok, fail) => {
+            const p = spawn('gunzip', ['-c', join(layout, 'blobs', 'sha256', l.digest.slice(7))], { stdio: ['ignore', 'ignore', 'inherit'] });
+            p.on('exit', (code) => (code === 0 ? ok() : fail(new Error(`gunzip exited ${code}`))));
+          }),
+      ),
+    ).then(() => {}),
+  );
+}
+
+const layout = join(cache, 'layout');
+const mainLayers = await benchImage(layout, 'main', MAIN, say);
+const bigLayers = values['no-big'] ? [] : await benchImage(layout, 'big', BIG, say);
+const total = (ls: readonly GeneratedLayer[]) => ({ c: ls.reduce((s, l) => s + l.size, 0), u: ls.reduce((s, l) => s + l.uncompressed, 0) });
+say(`main image: ${mainLayers.length} layers, ${(total(mainLayers).u / 1e6).toFixed(0)} MB uncompressed, ${(total(mainLayers).c / 1e6).toFixed(0)} MB gzip`);
+
+const registry = await startRegistry();
+try {
+  say(`registry at ${registry.url}; pushing with skopeo`);
+  await registry.push(`oci:${layout}:main`, 'bench/main:v1');
+  if (bigLayers.length) await registry.push(`oci:${layout}:big`, 'bench/big:v1');
+  const mainRef = `${registry.host}/bench/main:v1`;
+
+  // Warm-up: one of each, not counted (page cache, registry startup).
+  say('warm-up round');
+  await agentPull(mainRef, registry.host, 'warm');
+  await goPeers(mainRef, 'warm');
+  await gunzipFloor(layout, mainLayers);
+
+  const a: number[] = [];
+  const b: number[] = [];
+  const c: number[] = [];
+  const rss: number[] = [];
+  for (let r = 1; r <= runs; r++) {
+    const pa = await agentPull(mainRef, registry.host, `r${r}`);
+    a.push(pa.seconds);
+    rss.push(pa.rssKiB);
+    b.push(await goPeers(mainRef, `r${r}`));
+    c.push(await gunzipFloor(layout, mainLayers));
+    say(`round ${r}: a=${pa.seconds.toFixed(2)} s (rss ${(pa.rssKiB / 1024).toFixed(0)} MiB, layers ${pa.result.layers}), b=${b.at(-1)!.toFixed(2)} s, c=${c.at(-1)!.toFixed(2)} s`);
+  }
+
+  let big: { a: number; c: number; rssKiB: number } | undefined;
+  if (bigLayers.length) {
+    say('2 GiB single layer: (a) once, (c) once');
+    const pa = await agentPull(`${registry.host}/bench/big:v1`, registry.host, 'big');
+    big = { a: pa.seconds, c: await gunzipFloor(layout, bigLayers), rssKiB: pa.rssKiB };
+  }
+
+  const ma = median(a);
+  const mb = median(b);
+  const mc = median(c);
+  const report = {
+    image: { layers: mainLayers.length, uncompressed_mb: Math.round(total(mainLayers).u / 1e6), gzip_mb: Math.round(total(mainLayers).c / 1e6) },
+    runs,
+    median_seconds: { a_tee_agent: +ma.toFixed(3), b_skopeo_umoci: +mb.toFixed(3), c_gunzip_floor: +mc.toFixed(3) },
+    samples: { a: a.map((x) => +x.toFixed(3)), b: b.map((x) => +x.toFixed(3)), c: c.map((x) => +x.toFixed(3)) },
+    ratio_a_b: +(ma / mb).toFixed(3),
+    ratio_a_c: +(ma / mc).toFixed(3),
+    peak_rss_mb: +(median(rss) / 1024).toFixed(1),
+    ...(big
+      ? {
+          big_layer: {
+            uncompressed_mb: Math.round(total(bigLayers).u / 1e6),
+            a_seconds: +big.a.toFixed(3),
+            c_seconds: +big.c.toFixed(3),
+            ratio_a_c: +(big.a / big.c).toFixed(3),
+            peak_rss_mb: +(big.rssKiB / 1024).toFixed(1),
+          },
+        }
+      : {}),
+    targets: { ratio_a_b: '<= 0.6', ratio_a_c: '<= 1.5', peak_rss_mb: '< 150, flat in layer size' },
+  };
+  console.log(JSON.stringify(report, null, 2));
+} finally {
+  await registry.stop();
+  if (!values.work) rmSync(work, { recursive: true, force: true });
+}
