@@ -10,15 +10,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import assert from 'node:assert/strict';
-import { createLogger } from '../../agent/src/log.ts';
+import { createLogger, type Logger } from '../../agent/src/log.ts';
 import { manifestReference, parseReference } from '../../agent/src/image/reference.ts';
 import { parseManifest, selectPlatform } from '../../agent/src/image/manifest.ts';
 import { RegistryClient } from '../../agent/src/image/registry.ts';
 import { DEFAULT_HTTP } from '../../agent/src/image/registry-http.ts';
 import { SignatureRejected, type RejectReason } from '../../agent/src/signature/errors.ts';
-import { SignatureVerifier, type VerifierOptions, type Verdict, type VerifyRequest } from '../../agent/src/signature/verifier.ts';
-import type { SignatureSource } from '../../agent/src/signature/source.ts';
-import { Code } from '../../agent/src/errors.ts';
+import { SignatureVerifier, type VerifierOptions, type Verdict } from '../../agent/src/signature/verifier.ts';
+import type { SignatureSource, VerifyRequest } from '../../agent/src/image/hooks.ts';
+import { AgentError, Code } from '../../agent/src/errors.ts';
 import { buildImage, buildIndex, writeTree } from '../fixtures/images.ts';
 import type { GpgHome } from '../fixtures/gpg.ts';
 import { startRegistry, type TestRegistry } from './registry.ts';
@@ -38,7 +38,7 @@ export interface SignatureEnv {
   source(repo: string, host?: string): SignatureSource;
   verifier(policy: unknown, opts?: Partial<VerifierOptions>): SignatureVerifier;
   /** Verify `image` (what the user asked for) with bytes from `repo` at `host` (default: the image's own). */
-  verify(v: SignatureVerifier, image: string, from?: { repo?: string; host?: string }): Promise<Verdict>;
+  verify(v: SignatureVerifier, image: string, from?: { repo?: string; host?: string; log?: Logger }): Promise<Verdict>;
   close(): Promise<void>;
 }
 
@@ -50,7 +50,17 @@ export async function startSignatureEnv(): Promise<SignatureEnv> {
   const client = new RegistryClient({ ...DEFAULT_HTTP, retries: 1, backoffMs: 10 }, log);
   const layout = join(work, 'layout');
   const verifiers: SignatureVerifier[] = [];
-  const source = (repo: string, host = reg.host): SignatureSource => client.repository({ registry: host, repository: repo }, { insecure: true });
+  // The pull hands the verifier the same view of its repository (image/pull.ts signatureSource).
+  const source = (repo: string, host = reg.host): SignatureSource => {
+    const r = client.repository({ registry: host, repository: repo }, { insecure: true });
+    const orNothing = <T>(p: Promise<T>): Promise<T | undefined> => p.catch((e: unknown) => (e instanceof AgentError && e.code === Code.NOT_FOUND ? undefined : Promise.reject(e)));
+    return {
+      reference: parseReference(`${host}/${repo}`),
+      getManifest: (tagOrDigest, signal) => orNothing(r.getManifest(tagOrDigest, signal)),
+      getBlob: (desc, max, signal) => r.getBlob(desc, max, signal),
+      fetch: (path, o) => r.fetchBytes(path, o),
+    };
+  };
 
   return {
     work,
@@ -80,7 +90,7 @@ export async function startSignatureEnv(): Promise<SignatureEnv> {
     },
     source,
     verifier(policy, opts = {}) {
-      const v = new SignatureVerifier({ policy: { kind: 'inline', text: typeof policy === 'string' ? policy : JSON.stringify(policy) }, log, ...opts });
+      const v = new SignatureVerifier({ policy: { kind: 'inline', text: typeof policy === 'string' ? policy : JSON.stringify(policy) }, ...opts });
       verifiers.push(v);
       return v;
     },
@@ -88,15 +98,18 @@ export async function startSignatureEnv(): Promise<SignatureEnv> {
       const ref = parseReference(image);
       const src = source(from.repo ?? ref.repository, from.host ?? (from.repo ? reg.host : ref.registry));
       const top = await src.getManifest(manifestReference(ref));
+      assert.ok(top, `${image} exists`);
       const parsed = parseManifest(top.bytes, top.contentType, image);
-      let req: VerifyRequest = { image: ref, source: src, manifest: { digest: top.digest, bytes: top.bytes } };
+      const signal = new AbortController().signal;
+      let req: VerifyRequest = { reference: ref, source: src, manifestDigest: top.digest, manifest: top.bytes, manifestMediaType: parsed.mediaType, signal, log: from.log ?? log };
       if (parsed.kind === 'index') {
         const pick = selectPlatform(parsed, { os: 'linux', architecture: 'amd64' });
         assert.ok(pick, 'index has linux/amd64');
         const m = await src.getManifest(pick.digest);
-        req = { ...req, manifest: { digest: m.digest, bytes: m.bytes }, index: { digest: top.digest, bytes: top.bytes } };
+        assert.ok(m);
+        req = { ...req, manifestDigest: m.digest, manifest: m.bytes, manifestMediaType: pick.mediaType, indexDigest: top.digest };
       }
-      return v.verify(req);
+      return v.evaluate(req);
     },
     async close() {
       for (const v of verifiers) await v.close();

@@ -40,7 +40,7 @@ describe('GPG simple signing', () => {
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, `signature-${n}`), blob);
   };
-  const manifestOf = async (repo: string, digest: string): Promise<Buffer> => (await env.source(repo).getManifest(digest)).bytes;
+  const manifestOf = async (repo: string, digest: string): Promise<Buffer> => (await env.source(repo).getManifest(digest))!.bytes;
 
   before(async () => {
     env = await startSignatureEnv();

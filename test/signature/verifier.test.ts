@@ -43,7 +43,7 @@ describe('signature verifier', () => {
   test('policy sources: a file, inline config, and kbs:/// resources from the offline store', async () => {
     const policyFile = join(env.work, 'policy.json');
     writeFileSync(policyFile, JSON.stringify(cosignPolicy(host)));
-    const fromFile = new SignatureVerifier({ policy: { kind: 'file', path: policyFile }, log });
+    const fromFile = new SignatureVerifier({ policy: { kind: 'file', path: policyFile } });
     await env.verify(fromFile, image);
     await fromFile.close();
     await env.verify(env.verifier(cosignPolicy(host)), image);
@@ -56,13 +56,13 @@ describe('signature verifier', () => {
       'default/cosign-public-key/test': Buffer.from(key.publicPem).toString('base64'),
     }));
     const keySource = new OfflineKeyStore([store]);
-    const fromKbs = new SignatureVerifier({ policy: { kind: 'kbs', uri: 'kbs:///default/security-policy/test' }, keySource, log });
+    const fromKbs = new SignatureVerifier({ policy: { kind: 'kbs', uri: 'kbs:///default/security-policy/test' }, keySource });
     assert.deepEqual(await env.verify(fromKbs, image), { scope: host, passed: ['sigstoreSigned (matchRepoDigestOrExact)'] });
     await fromKbs.close();
-    const missing = new SignatureVerifier({ policy: { kind: 'kbs', uri: 'kbs:///default/security-policy/absent' }, keySource, log });
+    const missing = new SignatureVerifier({ policy: { kind: 'kbs', uri: 'kbs:///default/security-policy/absent' }, keySource });
     await assert.rejects(env.verify(missing, image), (err: unknown) => (err as { code?: number }).code === Code.NOT_FOUND);
     await missing.close();
-    const noSource = new SignatureVerifier({ policy: { kind: 'kbs', uri: 'kbs:///default/security-policy/test' }, log });
+    const noSource = new SignatureVerifier({ policy: { kind: 'kbs', uri: 'kbs:///default/security-policy/test' } });
     await assert.rejects(env.verify(noSource, image), (err: unknown) => err instanceof PolicyInvalid && /no key source/.test(err.message));
     await noSource.close();
   });
@@ -70,12 +70,12 @@ describe('signature verifier', () => {
   test('a broken policy file fails the pull with its path, and is read again once fixed', async () => {
     const file = join(env.work, 'broken.json');
     writeFileSync(file, '{"default":[]}');
-    const v = new SignatureVerifier({ policy: { kind: 'file', path: file }, log });
+    const v = new SignatureVerifier({ policy: { kind: 'file', path: file } });
     await assert.rejects(env.verify(v, image), (err: unknown) => err instanceof PolicyInvalid && err.code === Code.FAILED_PRECONDITION && err.message.includes(`policy ${file}: $.default: expected a non-empty array`));
     writeFileSync(file, JSON.stringify(cosignPolicy(host)));
     await env.verify(v, image);
     await v.close();
-    const absent = new SignatureVerifier({ policy: { kind: 'file', path: join(env.work, 'absent.json') }, log });
+    const absent = new SignatureVerifier({ policy: { kind: 'file', path: join(env.work, 'absent.json') } });
     await assert.rejects(env.verify(absent, image), /ENOENT/);
     await absent.close();
     const badKey = env.verifier({ default: [{ type: 'sigstoreSigned', keyData: 'bm90IGEga2V5' }] });
@@ -132,7 +132,7 @@ describe('signature verifier', () => {
       const lookaside = join(env.work, 'mirror-lookaside');
       const sigDir = join(lookaside, `ns/app@${mirrorDigest.replace(':', '=')}`);
       mkdirSync(sigDir, { recursive: true });
-      const manifest = (await env.source('mirror/app').getManifest(mirrorDigest)).bytes;
+      const manifest = (await env.source('mirror/app').getManifest(mirrorDigest))!.bytes;
       writeFileSync(join(sigDir, 'signature-1'), await gpg.standaloneSign(manifest, `${ORIGIN}:v1`));
       const regd = writeRegistriesD(join(env.work, 'mirror.d'), { 'origin.yaml': `docker:\n  registry.example.com:\n    lookaside: file://${lookaside}\n` });
       const policy = { default: [{ type: 'reject' }], transports: { docker: { 'registry.example.com': [{ type: 'signedBy', keyType: 'GPGKeys', keyData: gpg.publicKey(true).toString() }] } } };
@@ -144,9 +144,9 @@ describe('signature verifier', () => {
     const lines: string[] = [];
     const sink = new Writable({ write: (chunk: Buffer, _enc, cb) => { lines.push(chunk.toString()); cb(); } });
     const captured = createLogger('info', sink);
-    const v = env.verifier({ default: [{ type: 'reject' }], transports: { docker: { [`${host}/ns`]: [{ type: 'sigstoreSigned', keyData: cosignKey().publicPem }] } } }, { log: captured });
-    await assert.rejects(env.verify(v, image), rejectedWith(RejectReason.BadSignature));
-    await env.verify(env.verifier(cosignPolicy(host), { log: captured }), image);
+    const v = env.verifier({ default: [{ type: 'reject' }], transports: { docker: { [`${host}/ns`]: [{ type: 'sigstoreSigned', keyData: cosignKey().publicPem }] } } });
+    await assert.rejects(env.verify(v, image, { log: captured }), rejectedWith(RejectReason.BadSignature));
+    await env.verify(env.verifier(cosignPolicy(host)), image, { log: captured });
     const entries = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     const rejected = entries.find((e) => e.msg === 'image rejected by signature policy')!;
     assert.equal(rejected.level, 'warn');

@@ -5,7 +5,9 @@
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/index.ts';
 import type { Handlers } from '../server/table.ts';
-import { createPuller } from '../image/setup.ts';
+import { createPuller, httpSettings } from '../image/setup.ts';
+import { OfflineKeyStore } from '../attestation/offline-store.ts';
+import { createSignatureVerifier } from '../signature/index.ts';
 import { createPauseBundle, LayerStore } from '../image/index.ts';
 import { healthHandlers } from './health.ts';
 import { imageHandlers } from './image.ts';
@@ -18,8 +20,11 @@ export interface Api {
 
 export async function createApi(config: AgentConfig, log: Logger): Promise<Api> {
   const store = await LayerStore.open(config.image.work_dir, log, { bundleMode: config.image.bundle_mode });
-  // Signature verification (signature/) and layer decryption (crypto/) plug in here as `verifier` and `decryptor`.
-  const puller = createPuller(config, log, { store });
+  // kbs:/// policies, keys and auth.json; the cc_kbc KBS client (attestation/) takes this place when configured.
+  const keySource = config.kbc.name === 'offline_fs_kbc' ? new OfflineKeyStore([config.kbc.offline_keys, config.kbc.offline_resources]) : undefined;
+  const verifier = createSignatureVerifier(config.image, { log, ...(keySource ? { keySource } : {}), http: httpSettings(config) });
+  // Layer decryption (crypto/) plugs in here as `decryptor`.
+  const puller = createPuller(config, log, { store, ...(verifier ? { verifier } : {}), ...(keySource ? { keySource } : {}) });
   return {
     handlers: {
       'grpc.Health': healthHandlers,
@@ -27,6 +32,7 @@ export async function createApi(config: AgentConfig, log: Logger): Promise<Api> 
     },
     close: async () => {
       await puller.deps.registry.close();
+      await verifier?.close();
       store.close();
     },
   };

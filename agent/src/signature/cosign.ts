@@ -5,7 +5,6 @@
 // payload bytes). Public keys only: no Rekor, no Fulcio.
 
 import { verify, type KeyObject } from 'node:crypto';
-import { Code, AgentError } from '../errors.ts';
 import { parseDescriptor } from '../image/manifest.ts';
 import { MAX_SIGNATURE_BYTES, MAX_SIGNATURES, type SignatureSource } from './source.ts';
 import { isObject, parseStrictJson } from './strict-json.ts';
@@ -26,13 +25,8 @@ const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
  * re-serialised). No signature tag gives an empty list.
  */
 export async function fetchCosignSignatures(source: SignatureSource, digest: string, signal?: AbortSignal): Promise<CosignCandidate[]> {
-  let manifest;
-  try {
-    manifest = await source.getManifest(cosignTag(digest), signal);
-  } catch (err) {
-    if (err instanceof AgentError && err.code === Code.NOT_FOUND) return [];
-    throw err;
-  }
+  const manifest = await source.getManifest(cosignTag(digest), signal);
+  if (!manifest) return [];
   let layers: unknown[];
   try {
     const doc = parseStrictJson(manifest.bytes.toString('utf8'));

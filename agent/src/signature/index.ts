@@ -2,22 +2,23 @@
 // containers-policy.json parser and scope lookup, signedIdentity rules,
 // simple signing (OpenPGP, lookaside storage from registries.d and the
 // X-Registry-Supports-Signatures extension) and cosign's legacy ".sig" tags.
-// The pull calls SignatureVerifier.verify() with the digests it computed,
-// after the manifest (and index) and before any layer; a rejection is
-// SignatureRejected (PERMISSION_DENIED). Keys and policies named kbs:///
+// SignatureVerifier is the pull's ImageVerifier (image/hooks.ts): called with
+// the digests the pull computed, after the manifest (and index) and before
+// the config or any layer; a rejection is SignatureRejected
+// (PERMISSION_DENIED). Keys and policies named kbs:///
 // come through the KeySource interface (offline store or KBS).
 
 import type { Logger } from 'pino';
 import type { KeySource } from '../resource.ts';
 import { PolicyInvalid } from './errors.ts';
+import { DefaultLookasideReader, type HttpLookasideOptions } from './lookaside.ts';
 import { SignatureVerifier, type PolicySource } from './verifier.ts';
 
 export { PolicyInvalid, RegistriesDInvalid, RejectReason, SignatureRejected, SignatureStoreUnavailable } from './errors.ts';
 export { parsePolicy, requirementsFor, type KeySpec, type Policy, type Requirement, type ScopedRequirements } from './policy.ts';
 export type { SignedIdentity } from './identity.ts';
-export { loadRegistriesD, DefaultLookasideReader, type LookasideReader, type RegistriesD } from './lookaside.ts';
-export type { SignatureSource, SourceManifest } from './source.ts';
-export { SignatureVerifier, type DigestedManifest, type PolicySource, type Verdict, type VerifierOptions, type VerifyRequest } from './verifier.ts';
+export { loadRegistriesD, DefaultLookasideReader, type HttpLookasideOptions, type LookasideReader, type RegistriesD } from './lookaside.ts';
+export { SignatureVerifier, type PolicySource, type Verdict, type VerifierOptions } from './verifier.ts';
 
 /** The [image] keys verification reads. */
 export interface SignatureConfig {
@@ -43,7 +44,7 @@ export function policySource(cfg: Pick<SignatureConfig, 'policy' | 'policy_inlin
  * no policy is consulted at all, as in image-rs and kata). With it on and no
  * policy configured, every pull is refused.
  */
-export function createSignatureVerifier(cfg: SignatureConfig, deps: { keySource?: KeySource; log: Logger }): SignatureVerifier | undefined {
+export function createSignatureVerifier(cfg: SignatureConfig, deps: { keySource?: KeySource; log: Logger; http?: HttpLookasideOptions }): SignatureVerifier | undefined {
   const policy = policySource(cfg);
   if (!cfg.enable_signature_verification) {
     if (policy.kind !== 'none') deps.log.warn('an image policy is configured but enable_signature_verification is false: signatures are not checked');
@@ -54,6 +55,6 @@ export function createSignatureVerifier(cfg: SignatureConfig, deps: { keySource?
     policy,
     ...(cfg.registries_d ? { registriesD: cfg.registries_d } : {}),
     ...(deps.keySource ? { keySource: deps.keySource } : {}),
-    log: deps.log,
+    lookaside: new DefaultLookasideReader(deps.http ?? {}),
   });
 }

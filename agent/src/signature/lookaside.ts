@@ -202,7 +202,7 @@ export async function lookasideSignatures(reader: LookasideReader, base: URL, re
 
 /** Whether the registry advertises the signature extension on /v2/ (X-Registry-Supports-Signatures: 1). */
 export async function supportsSignatureExtension(source: SignatureSource, signal?: AbortSignal): Promise<boolean> {
-  const res = await source.fetchBytes('/v2/', { max: 64 * 1024, ...(signal ? { signal } : {}) });
+  const res = await source.fetch('/v2/', { max: 64 * 1024, ...(signal ? { signal } : {}) });
   const h = res?.headers['x-registry-supports-signatures'];
   return (Array.isArray(h) ? h[0] : h)?.trim() === '1';
 }
@@ -210,7 +210,8 @@ export async function supportsSignatureExtension(source: SignatureSource, signal
 /** Atomic signatures from /extensions/v2/<repo>/signatures/<digest>; entries of other versions or types are skipped, as upstream. */
 export async function extensionSignatures(source: SignatureSource, digest: string, signal?: AbortSignal): Promise<Buffer[]> {
   checkDigest(digest);
-  const res = await source.fetchBytes(`/extensions/v2/${source.name}/signatures/${digest}`, {
+  const where = `${source.reference.registry}/${source.reference.repository}`;
+  const res = await source.fetch(`/extensions/v2/${source.reference.repository}/signatures/${digest}`, {
     accept: 'application/json',
     max: MAX_SIGNATURES * MAX_SIGNATURE_BYTES,
     ...(signal ? { signal } : {}),
@@ -220,14 +221,14 @@ export async function extensionSignatures(source: SignatureSource, digest: strin
   try {
     doc = JSON.parse(res.bytes.toString('utf8'));
   } catch {
-    throw new SignatureStoreUnavailable(`${source.registry}/${source.name}: the signature extension sent invalid JSON`);
+    throw new SignatureStoreUnavailable(`${where}: the signature extension sent invalid JSON`);
   }
   const list = isObject(doc) ? doc.signatures : undefined;
-  if (!Array.isArray(list)) throw new SignatureStoreUnavailable(`${source.registry}/${source.name}: the signature extension sent no signatures array`);
+  if (!Array.isArray(list)) throw new SignatureStoreUnavailable(`${where}: the signature extension sent no signatures array`);
   const out: Buffer[] = [];
   for (const [i, s] of list.slice(0, MAX_SIGNATURES).entries()) {
     if (!isObject(s) || s.schemaVersion !== 2 || s.type !== 'atomic') continue;
-    if (typeof s.content !== 'string') throw new SignatureStoreUnavailable(`${source.registry}/${source.name}: ${formatPath(['signatures', i, 'content'])} is not base64`);
+    if (typeof s.content !== 'string') throw new SignatureStoreUnavailable(`${where}: ${formatPath(['signatures', i, 'content'])} is not base64`);
     out.push(Buffer.from(s.content, 'base64'));
   }
   return out;

@@ -7,7 +7,6 @@
 
 import { createHash, type KeyObject } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import type { Logger } from 'pino';
 import type { PublicKey } from 'openpgp';
 import { formatReference, type ImageReference } from '../image/reference.ts';
 import { parseResourceUri, type KeySource } from '../resource.ts';
@@ -20,7 +19,7 @@ import { intendedName, type Named } from './names.ts';
 import { COSIGN_TYPE, parsePayload, PayloadInvalid, SIMPLE_SIGNING_TYPE, type SignedClaims } from './payload.ts';
 import { parsePolicy, requirementsFor, type Policy, type Requirement } from './policy.ts';
 import { SimpleSignatureInvalid, verifySimpleSignature } from './simple.ts';
-import type { SignatureSource } from './source.ts';
+import type { ImageVerifier, VerifyRequest } from '../image/hooks.ts';
 
 const MAX_POLICY_BYTES = 4 * 1024 * 1024;
 
@@ -39,29 +38,8 @@ export interface VerifierOptions {
   readonly keySource?: KeySource;
   /** How lookaside URLs are read; default: files and undici. */
   readonly lookaside?: LookasideReader;
-  readonly log: Logger;
   /** The clock for signature and key expiry. */
   readonly now?: () => Date;
-}
-
-export interface DigestedManifest {
-  readonly digest: string;
-  /** The raw bytes, to compare a signature that names another digest algorithm. */
-  readonly bytes?: Buffer;
-}
-
-export interface VerifyRequest {
-  /** The reference the user asked for, fully qualified (after search registries), not a mirror's. */
-  readonly image: ImageReference;
-  /** The repository the manifest was read from (a mirror or the registry itself). */
-  readonly source: SignatureSource;
-  /** The platform manifest this pull will unpack. */
-  readonly manifest: DigestedManifest;
-  /** The index it was chosen from, when the reference named an index. */
-  readonly index?: DigestedManifest;
-  readonly signal?: AbortSignal;
-  /** Per-pull logger; defaults to the verifier's. */
-  readonly log?: Logger;
 }
 
 export interface Verdict {
@@ -100,9 +78,8 @@ class PullSignatures {
   }
 }
 
-export class SignatureVerifier {
+export class SignatureVerifier implements ImageVerifier {
   private readonly opts: VerifierOptions;
-  private readonly log: Logger;
   private readonly lookaside: LookasideReader;
   /** The policy and registries.d, loaded on first use. */
   private readonly memo = new Map<string, Promise<unknown>>();
@@ -113,7 +90,6 @@ export class SignatureVerifier {
 
   constructor(opts: VerifierOptions) {
     this.opts = opts;
-    this.log = opts.log;
     this.lookaside = opts.lookaside ?? new DefaultLookasideReader();
   }
 
@@ -160,7 +136,7 @@ export class SignatureVerifier {
 
   /** Simple signatures for a digest: the registry's extension when it has one, else lookaside storage. */
   async simpleSignatures(req: VerifyRequest, digest: string): Promise<Buffer[]> {
-    const key = `${req.source.registry}`;
+    const key = req.source.reference.registry;
     let ext = this.extension.get(key);
     if (ext === undefined) {
       ext = await supportsSignatureExtension(req.source, req.signal);
@@ -168,29 +144,35 @@ export class SignatureVerifier {
       this.extension.set(key, ext);
     }
     if (ext) return extensionSignatures(req.source, digest, req.signal);
-    const base = (await this.registriesD()).lookasideFor(req.image);
-    return base ? lookasideSignatures(this.lookaside, base, req.image, digest, req.signal) : [];
+    const base = (await this.registriesD()).lookasideFor(req.reference);
+    return base ? lookasideSignatures(this.lookaside, base, req.reference, digest, req.signal) : [];
   }
 
   private keyContext(signal?: AbortSignal): KeyContext {
     return { ...(this.opts.keySource ? { keySource: this.opts.keySource } : {}), ...(signal ? { signal } : {}) };
   }
 
+  /** ImageVerifier: the pull's hook, after the manifest and before the config or any layer. */
+  async verify(req: VerifyRequest): Promise<void> {
+    await this.evaluate(req);
+  }
+
   /**
-   * Evaluate the policy for one pull, before any layer is fetched. Resolves
-   * with the scope and what passed; rejects with SignatureRejected
-   * (PERMISSION_DENIED) or a configuration/registry error.
+   * Evaluate the policy for one pull. Resolves with the scope and what
+   * passed; rejects with SignatureRejected (PERMISSION_DENIED) or a
+   * configuration or registry error.
    */
-  async verify(req: VerifyRequest): Promise<Verdict> {
-    const log = req.log ?? this.log;
-    const image = formatReference(req.image);
+  async evaluate(req: VerifyRequest): Promise<Verdict> {
+    const log = req.log;
+    const image = formatReference(req.reference);
+    const source = formatReference(req.source.reference);
     const reject = (reason: RejectReason, scope: string, detail: string): never => {
-      log.warn({ image, scope, reason, detail, source: `${req.source.registry}/${req.source.name}` }, 'image rejected by signature policy');
+      log.warn({ image, scope, reason, detail, source }, 'image rejected by signature policy');
       throw new SignatureRejected(reason, image, scope, detail);
     };
     const policy = await this.policy(req.signal);
     if (!policy) return reject(RejectReason.NoPolicy, 'none', 'signature verification is enabled but no policy is configured');
-    const { scope, requirements } = requirementsFor(policy, req.image);
+    const { scope, requirements } = requirementsFor(policy, req.reference);
     const sigs = new PullSignatures(this, req);
     const passed: string[] = [];
     for (const r of requirements) {
@@ -206,7 +188,7 @@ export class SignatureVerifier {
       if (outcome) return reject(outcome.reason, scope, `${r.type}: ${outcome.detail}`);
       passed.push(`${r.type} (${describeIdentity(r.signedIdentity)})`);
     }
-    log.info({ image, scope, passed, source: `${req.source.registry}/${req.source.name}` }, 'image accepted by signature policy');
+    log.info({ image, scope, passed, source }, 'image accepted by signature policy');
     return { scope, passed };
   }
 
@@ -222,10 +204,10 @@ export class SignatureVerifier {
     rule: SignedIdentity,
     req: VerifyRequest,
   ): Promise<Outcome | undefined> {
-    const intended = intendedName(req.image);
+    const intended = intendedName(req.reference);
     let best: Outcome = { reason: RejectReason.NoSignature, detail: none };
     let seen = 0;
-    for (const digest of [...(req.index ? [req.index.digest] : []), req.manifest.digest]) {
+    for (const digest of [...(req.indexDigest ? [req.indexDigest] : []), req.manifestDigest]) {
       for (const candidate of await candidates(digest)) {
         seen++;
         const claims = await open(candidate);
@@ -267,9 +249,9 @@ export class SignatureVerifier {
 
   /** A verified payload must name a digest we computed and an identity the rule accepts. */
   private claimsProblem(claims: SignedClaims, rule: SignedIdentity, intended: Named, req: VerifyRequest): Outcome | undefined {
-    const ours = [req.manifest, ...(req.index ? [req.index] : [])];
-    if (!ours.some((m) => sameDigest(m, claims.manifestDigest))) {
-      return { reason: RejectReason.DigestMismatch, detail: `the signature is for ${claims.manifestDigest}, not ${ours.map((m) => m.digest).join(' or ')}` };
+    const ours = [req.manifestDigest, ...(req.indexDigest ? [req.indexDigest] : [])];
+    if (!ours.includes(claims.manifestDigest) && !sameManifest(req.manifest, req.manifestDigest, claims.manifestDigest)) {
+      return { reason: RejectReason.DigestMismatch, detail: `the signature is for ${claims.manifestDigest}, not ${ours.join(' or ')}` };
     }
     if (!identityMatches(rule, intended, claims.dockerReference)) {
       return { reason: RejectReason.IdentityMismatch, detail: `the signature names ${JSON.stringify(claims.dockerReference.slice(0, 300))}, which ${describeIdentity(rule)} does not accept` };
@@ -299,9 +281,9 @@ function worse(a: Outcome, b: Outcome): Outcome {
   return (RANK[b.reason] ?? 0) > (RANK[a.reason] ?? 0) ? b : a;
 }
 
-function sameDigest(m: DigestedManifest, claimed: string): boolean {
-  if (m.digest === claimed) return true;
+/** A signature may name the manifest by another algorithm (sha512 for a sha256 pull): hash the bytes we have. */
+function sameManifest(bytes: Buffer, digest: string, claimed: string): boolean {
   const alg = claimed.slice(0, claimed.indexOf(':'));
-  if (!m.bytes || m.digest.startsWith(`${alg}:`) || (alg !== 'sha256' && alg !== 'sha512')) return false;
-  return `${alg}:${createHash(alg).update(m.bytes).digest('hex')}` === claimed;
+  if (digest.startsWith(`${alg}:`) || (alg !== 'sha256' && alg !== 'sha512')) return false;
+  return `${alg}:${createHash(alg).update(bytes).digest('hex')}` === claimed;
 }
