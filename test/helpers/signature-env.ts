@@ -5,7 +5,7 @@
 // tag, and the platform manifest below an index).
 
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -22,6 +22,7 @@ import { AgentError, Code } from '../../agent/src/errors.ts';
 import { buildImage, buildIndex, writeTree } from '../fixtures/images.ts';
 import type { GpgHome } from '../fixtures/gpg.ts';
 import { startRegistry, type TestRegistry } from './registry.ts';
+import { removeTree } from './mounts.ts';
 
 const execFileP = promisify(execFile);
 
@@ -115,7 +116,7 @@ export async function startSignatureEnv(): Promise<SignatureEnv> {
       for (const v of verifiers) await v.close();
       await client.close();
       await reg.stop();
-      rmSync(work, { recursive: true, force: true });
+      removeTree(work);
     },
   };
 }
