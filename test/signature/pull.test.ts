@@ -149,6 +149,12 @@ describe('signature verification in the pull', () => {
     assert.equal(result.indexDigest, index);
   });
 
+  // LEAD, at the attestation merge: run this case a second time against the dev KBS
+  // (test/helpers/kbs.ts on the attestation branch): startKbs({ resources: {
+  // 'default/security-policy/test': <policy JSON>, 'default/cosign-public-key/test': key.publicPem } })
+  // and [kbc] name = "cc_kbc", url = kbs.url, [attestation] tee = "sample"; createApi
+  // must then pass attestation's createKeySource() to createSignatureVerifier instead
+  // of the OfflineKeyStore it builds today.
   test('the daemon: policy and key from the offline KBS store, both transports', async () => {
     const resources = join(env.work, 'offline-resources.json');
     const policy = { default: [{ type: 'reject' }], transports: { docker: { [proxy.host]: [{ type: 'sigstoreSigned', keyPath: 'kbs:///default/cosign-public-key/test' }] } } };

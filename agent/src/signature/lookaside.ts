@@ -213,7 +213,8 @@ export async function extensionSignatures(source: SignatureSource, digest: strin
   const where = `${source.reference.registry}/${source.reference.repository}`;
   const res = await source.fetch(`/extensions/v2/${source.reference.repository}/signatures/${digest}`, {
     accept: 'application/json',
-    max: MAX_SIGNATURES * MAX_SIGNATURE_BYTES,
+    // The whole list, as containers/image caps it (iolimits.MaxSignatureListBodySize).
+    max: MAX_SIGNATURE_BYTES,
     ...(signal ? { signal } : {}),
   });
   if (!res) return [];
