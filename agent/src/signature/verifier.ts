@@ -8,7 +8,7 @@
 import { createHash, type KeyObject } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import type { PublicKey } from 'openpgp';
-import { formatReference, type ImageReference } from '../image/reference.ts';
+import { formatReference } from '../image/reference.ts';
 import { parseResourceUri, type KeySource } from '../resource.ts';
 import { cosignVerifies, fetchCosignSignatures, type CosignCandidate } from './cosign.ts';
 import { PolicyInvalid, RejectReason, SignatureRejected } from './errors.ts';
@@ -93,12 +93,16 @@ export class SignatureVerifier implements ImageVerifier {
     this.lookaside = opts.lookaside ?? new DefaultLookasideReader();
   }
 
-  /** Load (once; a failure is retried on the next pull) and return the policy, undefined when none is configured. */
-  policy(signal?: AbortSignal): Promise<Policy | undefined> {
-    return cached(this.memo, 'policy', () => this.loadPolicy(signal)) as Promise<Policy | undefined>;
+  /**
+   * Load (once; a failure is retried on the next pull) and return the
+   * policy, undefined when none is configured. Shared loads take no pull's
+   * abort signal: one cancelled pull must not fail the others waiting on it.
+   */
+  policy(): Promise<Policy | undefined> {
+    return cached(this.memo, 'policy', () => this.loadPolicy()) as Promise<Policy | undefined>;
   }
 
-  private async loadPolicy(signal?: AbortSignal): Promise<Policy | undefined> {
+  private async loadPolicy(): Promise<Policy | undefined> {
     const src = this.opts.policy;
     switch (src.kind) {
       case 'none':
@@ -118,7 +122,7 @@ export class SignatureVerifier implements ImageVerifier {
       }
       case 'kbs': {
         if (!this.opts.keySource) throw new PolicyInvalid(`policy ${src.uri}: no key source (KBS or offline store) is configured`);
-        const bytes = await this.opts.keySource.get(parseResourceUri(src.uri), signal);
+        const bytes = await this.opts.keySource.get(parseResourceUri(src.uri));
         try {
           return parsePolicy(bytes.toString('utf8'), src.uri);
         } finally {
@@ -148,8 +152,9 @@ export class SignatureVerifier implements ImageVerifier {
     return base ? lookasideSignatures(this.lookaside, base, req.reference, digest, req.signal) : [];
   }
 
-  private keyContext(signal?: AbortSignal): KeyContext {
-    return { ...(this.opts.keySource ? { keySource: this.opts.keySource } : {}), ...(signal ? { signal } : {}) };
+  /** For the shared key loads: no pull's abort signal (see policy()). */
+  private keyContext(): KeyContext {
+    return this.opts.keySource ? { keySource: this.opts.keySource } : {};
   }
 
   /** ImageVerifier: the pull's hook, after the manifest and before the config or any layer. */
@@ -170,7 +175,7 @@ export class SignatureVerifier implements ImageVerifier {
       log.warn({ image, scope, reason, detail, source }, 'image rejected by signature policy');
       throw new SignatureRejected(reason, image, scope, detail);
     };
-    const policy = await this.policy(req.signal);
+    const policy = await this.policy();
     if (!policy) return reject(RejectReason.NoPolicy, 'none', 'signature verification is enabled but no policy is configured');
     const { scope, requirements } = requirementsFor(policy, req.reference);
     const sigs = new PullSignatures(this, req);
@@ -181,7 +186,7 @@ export class SignatureVerifier implements ImageVerifier {
         continue;
       }
       if (r.type === 'reject') return reject(RejectReason.RejectedByPolicy, scope, 'the policy rejects every image in this scope');
-      const ctx = this.keyContext(req.signal);
+      const ctx = this.keyContext();
       const outcome = r.type === 'signedBy'
         ? await this.checkSimple(sigs, await cached(this.gpgKeys, r, () => loadGpgKeys(r.keys, ctx)), r.signedIdentity, req)
         : await this.checkCosign(sigs, await cached(this.sigstoreKeys, r, () => loadSigstoreKeys(r.keys, ctx)), r.signedIdentity, req);
