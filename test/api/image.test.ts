@@ -128,14 +128,15 @@ describe('image pull API', () => {
     await agent.stop();
   });
 
-  test('signature verification enabled without a verifier: FAILED_PRECONDITION, nothing fetched', async () => {
+  test('signature verification enabled without a policy: PERMISSION_DENIED, no blob fetched', async () => {
     const agent = await start({ extra: 'enable_signature_verification = true' });
     const before = proxy.requests.length;
     await assert.rejects(
       agent.grpcCall('api.ImagePullService', 'PullImage', { image_url: `${proxy.host}/api/sample:v1`, bundle_path: join(work, 'sig-bundle') }),
-      (e: { code?: number; details?: string }) => e.code === Code.FAILED_PRECONDITION && /signature/.test(e.details ?? ''),
+      (e: { code?: number; details?: string }) => e.code === Code.PERMISSION_DENIED && /no policy is configured/.test(e.details ?? ''),
     );
-    assert.equal(proxy.requests.length, before);
+    // The verifier runs after the manifest and before anything else.
+    assert.deepEqual(proxy.requests.slice(before).filter((r) => r.path.includes('/blobs/')), []);
     await agent.stop();
   });
 

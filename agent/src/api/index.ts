@@ -7,7 +7,8 @@ import { createAttestation } from '../attestation/index.ts';
 import type { AgentConfig } from '../config/index.ts';
 import type { Handlers } from '../server/table.ts';
 import { attestationAgentHandlers, resourceHandlers, sealedSecretHandlers } from './attestation.ts';
-import { createPuller } from '../image/setup.ts';
+import { createPuller, httpSettings } from '../image/setup.ts';
+import { createSignatureVerifier } from '../signature/index.ts';
 import { createPauseBundle, LayerStore } from '../image/index.ts';
 import { healthHandlers } from './health.ts';
 import { imageHandlers } from './image.ts';
@@ -22,8 +23,10 @@ export async function createApi(config: AgentConfig, log: Logger): Promise<Api> 
   // attestation.keys is the KeySource for every kbs:/// secret (keyprovider KEKs, policies, auth).
   const attestation = await createAttestation(config, log);
   const store = await LayerStore.open(config.image.work_dir, log, { bundleMode: config.image.bundle_mode });
-  // Signature verification (signature/) and layer decryption (crypto/) plug in here as `verifier` and `decryptor`.
-  const puller = createPuller(config, log, { store });
+  const keySource = attestation.keys;
+  const verifier = createSignatureVerifier(config.image, { log, keySource, http: httpSettings(config) });
+  // Layer decryption (crypto/) plugs in here as `decryptor`.
+  const puller = createPuller(config, log, { store, keySource, ...(verifier ? { verifier } : {}) });
   return {
     handlers: {
       'grpc.Health': healthHandlers,
@@ -34,6 +37,7 @@ export async function createApi(config: AgentConfig, log: Logger): Promise<Api> 
     },
     close: async () => {
       await puller.deps.registry.close();
+      await verifier?.close();
       store.close();
       await attestation.close();
     },

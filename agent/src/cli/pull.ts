@@ -4,8 +4,10 @@
 import { isAbsolute, resolve } from 'node:path';
 import { loadConfig } from '../config/index.ts';
 import { createLogger } from '../log.ts';
-import { createPuller } from '../image/setup.ts';
+import { createPuller, httpSettings } from '../image/setup.ts';
 import { LayerStore } from '../image/index.ts';
+import { OfflineKeyStore } from '../attestation/offline-store.ts';
+import { createSignatureVerifier } from '../signature/index.ts';
 import { parse, UsageError, type Command } from './args.ts';
 import { ProgressDisplay } from './progress.ts';
 
@@ -22,6 +24,9 @@ Options:
   --insecure-registry HOST[:PORT]
                                 reach this registry over plain HTTP (repeatable)
   --platform OS/ARCH[/VARIANT]  platform to pick from multi-platform images (config image.platform)
+  --policy FILE                 containers-policy.json; turns signature verification on
+                                (config image.policy, image.enable_signature_verification)
+  --registries-d DIR            registries.d directory for simple-signing lookaside (config image.registries_d)
   --work-dir DIR                layer store (config image.work_dir)
   --cmdline FILE                read kernel parameters from FILE instead of /proc/cmdline
   --log-level L                 fatal|error|warn|info|debug|trace|silent (default warn)
@@ -41,6 +46,8 @@ export const pull: Command = {
         auth: { type: 'string' },
         'insecure-registry': { type: 'string', multiple: true },
         platform: { type: 'string' },
+        policy: { type: 'string' },
+        'registries-d': { type: 'string' },
         'work-dir': { type: 'string' },
         cmdline: { type: 'string' },
         'log-level': { type: 'string' },
@@ -59,13 +66,20 @@ export const pull: Command = {
     const flags = new Map<string, unknown>([['log.level', values['log-level'] ?? 'warn']]);
     if (values.auth) flags.set('image.auth', resolve(values.auth));
     if (values.platform) flags.set('image.platform', values.platform);
+    if (values.policy) {
+      flags.set('image.policy', resolve(values.policy));
+      flags.set('image.enable_signature_verification', true);
+    }
+    if (values['registries-d']) flags.set('image.registries_d', resolve(values['registries-d']));
     if (values['work-dir']) flags.set('image.work_dir', resolve(values['work-dir']));
     const config = loadConfig({ configPath: values.config, cmdlinePath: values.cmdline, flags });
     const log = createLogger(config.log.level);
     const bundlePath = isAbsolute(values.bundle) ? values.bundle : resolve(values.bundle);
 
     const store = await LayerStore.open(config.image.work_dir, log, { bundleMode: config.image.bundle_mode });
-    const puller = createPuller(config, log, { store, insecureHosts: insecure });
+    const keySource = config.kbc.name === 'offline_fs_kbc' ? new OfflineKeyStore([config.kbc.offline_keys, config.kbc.offline_resources]) : undefined;
+    const verifier = createSignatureVerifier(config.image, { log, ...(keySource ? { keySource } : {}), http: httpSettings(config) });
+    const puller = createPuller(config, log, { store, insecureHosts: insecure, ...(verifier ? { verifier } : {}), ...(keySource ? { keySource } : {}) });
     const abort = new AbortController();
     const onSignal = (): void => abort.abort();
     process.once('SIGINT', onSignal);
@@ -89,6 +103,7 @@ export const pull: Command = {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       await puller.deps.registry.close();
+      await verifier?.close();
       store.close();
     }
   },

@@ -145,6 +145,8 @@ export const schema = {
     work_dir: str('/run/kata-containers/image'),
     /** containers-policy.json: a path or a kbs:/// URI. */
     policy: str(''),
+    /** containers-policy.json text inline, instead of policy. */
+    policy_inline: str(''),
     enable_signature_verification: bool(false),
     /** auth.json: a path or a kbs:/// URI. */
     auth: str(''),
