@@ -44,3 +44,10 @@ export class BadKey extends AgentError {
     super(Code.FAILED_PRECONDITION, message);
   }
 }
+
+/** A wrapped key the named key (KEK or private key) does not open. */
+export class KeyUnwrapFailed extends AgentError {
+  constructor(message: string) {
+    super(Code.FAILED_PRECONDITION, message);
+  }
+}

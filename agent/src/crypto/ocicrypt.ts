@@ -1,7 +1,7 @@
 // ocicrypt's names: encrypted layer media types and the encryption
 // annotations (containers/ocicrypt spec/spec.go and the keywrappers).
 
-import { decodeStdBase64 } from './base64.ts';
+import { decodeStdBase64 } from './fields.ts';
 import { BadEncryptionMetadata, UnsupportedEncryption } from './errors.ts';
 
 export const ENC_ANNOTATION_PREFIX = 'org.opencontainers.image.enc.';

@@ -2,7 +2,7 @@
 // public options travel in enc.pubopts, the private ones are what every key
 // wrapper wraps. Byte fields are standard base64 in JSON.
 
-import { decodeJsonBytes, decodeStdBase64 } from './base64.ts';
+import { decodeJsonBytes, decodeStdBase64, parseJsonObject } from './fields.ts';
 import { BadEncryptionMetadata } from './errors.ts';
 
 export const CIPHER_CTR_HMAC = 'AES_256_CTR_HMAC_SHA256';
@@ -26,21 +26,15 @@ export interface PrivateOptions {
 
 const DIGEST = /^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/;
 
-function object(value: unknown): Record<string, unknown> | undefined {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
-}
+const object = (value: unknown): Record<string, unknown> | undefined =>
+  typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
 
 export function parsePublicOptions(pubopts: string | undefined, layer: string): PublicOptions {
   const bad = (why: string) => new BadEncryptionMetadata(`layer ${layer}: org.opencontainers.image.enc.pubopts ${why}`);
   if (pubopts === undefined) throw bad('is missing, so the cipher is unknown');
   const json = decodeStdBase64(pubopts);
   if (!json) throw bad('is not standard base64');
-  let doc: Record<string, unknown> | undefined;
-  try {
-    doc = object(JSON.parse(json.toString('utf8')));
-  } catch {
-    doc = undefined;
-  }
+  const doc = parseJsonObject(json);
   if (!doc) throw bad('is not a JSON object');
   if (typeof doc.cipher !== 'string' || doc.cipher === '') throw bad('names no cipher');
   let hmac: Buffer | undefined;
@@ -54,14 +48,8 @@ export function parsePublicOptions(pubopts: string | undefined, layer: string): 
 /** Parse the unwrapped private options. The input buffer is zeroed: it holds the key. */
 export function parsePrivateOptions(json: Buffer, layer: string): PrivateOptions {
   const bad = (why: string) => new BadEncryptionMetadata(`layer ${layer}: the unwrapped private options ${why}`);
-  let doc: Record<string, unknown> | undefined;
-  try {
-    doc = object(JSON.parse(json.toString('utf8')));
-  } catch {
-    doc = undefined;
-  } finally {
-    json.fill(0);
-  }
+  const doc = parseJsonObject(json);
+  json.fill(0);
   if (!doc) throw bad('are not a JSON object');
   const symkey = decodeJsonBytes(doc.symkey);
   if (!symkey || symkey.length !== 32) {

@@ -4,9 +4,10 @@
 // only at EOF, so plaintext before it is unauthenticated: the stream errors
 // in flush, before 'end', and the consumer must discard what it unpacked.
 
-import { createCipheriv, createDecipheriv, createHash, createHmac, timingSafeEqual, type Hash } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, timingSafeEqual } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
-import { LayerAuthenticationFailed, PlainDigestMismatch } from '../errors.ts';
+import { LayerAuthenticationFailed } from '../errors.ts';
+import { DigestCheck } from './digest-check.ts';
 
 export const CTR_KEY_BYTES = 32;
 export const CTR_NONCE_BYTES = 16;
@@ -20,25 +21,6 @@ export interface CtrHmacDecryptOptions {
   readonly plainDigest?: string;
   /** For error messages. */
   readonly layer: string;
-}
-
-/** Hashes what passes through when a digest is expected, and checks it at the end. */
-export class DigestCheck {
-  private readonly hash: Hash | undefined;
-  private readonly expected: string | undefined;
-  constructor(expected: string | undefined) {
-    this.expected = expected;
-    this.hash = expected ? createHash(expected.slice(0, expected.indexOf(':'))) : undefined;
-  }
-  update(chunk: Buffer): void {
-    this.hash?.update(chunk);
-  }
-  /** Undefined when it matches (or nothing was expected), else the error. */
-  check(layer: string): PlainDigestMismatch | undefined {
-    if (!this.hash || !this.expected) return undefined;
-    const got = `${this.expected.slice(0, this.expected.indexOf(':'))}:${this.hash.digest('hex')}`;
-    return got === this.expected ? undefined : new PlainDigestMismatch(`layer ${layer}: decrypted blob is ${got}, its private options say ${this.expected}`);
-  }
 }
 
 export function ctrHmacDecryptStream(opts: CtrHmacDecryptOptions): Transform {

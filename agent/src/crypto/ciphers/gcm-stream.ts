@@ -6,6 +6,7 @@ import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, randomByte
 import { Transform, type TransformCallback } from 'node:stream';
 import { LayerAuthenticationFailed, BadEncryptionMetadata } from '../errors.ts';
 import { Chunker, feed, tail } from './chunker.ts';
+import { DigestCheck } from './digest-check.ts';
 
 export const GCM_STREAM_MAGIC = Buffer.from('GCMS', 'ascii');
 export const GCM_STREAM_VERSION = 1;
@@ -74,6 +75,8 @@ export interface GcmStreamDecryptOptions {
   /** The layer key (private options symkey). Not kept: the stream holds only the derived key. */
   readonly key: Buffer;
   readonly layer: string;
+  /** Also hash the plaintext and check it against this digest (redundant with the AEAD; off by default). */
+  readonly plainDigest?: string;
 }
 
 class GcmStreamDecrypter extends Transform {
@@ -85,9 +88,11 @@ class GcmStreamDecrypter extends Transform {
   private prefix: Buffer | undefined;
   private chunker: Chunker | undefined;
   private index = 0;
+  private readonly digest: DigestCheck;
 
   constructor(opts: GcmStreamDecryptOptions) {
     super();
+    this.digest = new DigestCheck(opts.plainDigest);
     // Held only until the header arrives; zeroed then.
     this.symkey = Buffer.from(opts.key);
     this.layer = opts.layer;
@@ -117,7 +122,7 @@ class GcmStreamDecrypter extends Transform {
       const { pieces, length } = this.chunker.take();
       if (length < TAG_BYTES) throw new LayerAuthenticationFailed(`layer ${this.layer}: truncated: the final AES_256_GCM_STREAM chunk is missing`);
       this.open(pieces, length, true);
-      done();
+      done(this.digest.check(this.layer) ?? null);
     } catch (err) {
       done(err as Error);
     }
@@ -154,7 +159,10 @@ class GcmStreamDecrypter extends Transform {
       );
     }
     this.index++;
-    for (const out of outs) this.push(out);
+    for (const out of outs) {
+      this.digest.update(out);
+      this.push(out);
+    }
   }
 }
 

@@ -1,0 +1,84 @@
+// The decryption stage of a pull: one encrypted layer descriptor in, a
+// Transform that turns its ciphertext into the plaintext (compressed) blob
+// out, plus the plaintext media type and annotations.
+
+import type { Transform } from 'node:stream';
+import { Code, AgentError } from '../errors.ts';
+import { ctrHmacDecryptStream, CTR_NONCE_BYTES } from './ciphers/ctr-hmac.ts';
+import { gcmStreamDecryptStream } from './ciphers/gcm-stream.ts';
+import { BadEncryptionMetadata, UnsupportedEncryption } from './errors.ts';
+import type { DecryptionKeys } from './keys.ts';
+import { ANNOTATION_PUBOPTS, isEncryptedMediaType, plainMediaType, stripEncryptionAnnotations } from './ocicrypt.ts';
+import { CIPHER_CTR_HMAC, CIPHER_GCM_STREAM, parsePrivateOptions, parsePublicOptions, type CipherName } from './options.ts';
+import { unwrapLayerKey } from './unwrap.ts';
+
+export interface LayerDescriptor {
+  readonly mediaType: string;
+  readonly digest: string;
+  readonly size: number;
+  readonly annotations?: Readonly<Record<string, string>>;
+}
+
+export interface LayerDecryptor {
+  /** Ciphertext in, plaintext out. Errors (typed AgentError) before 'end' on any authentication or digest failure. */
+  readonly stream: Transform;
+  /** The plaintext media type: "+encrypted" stripped. */
+  readonly mediaType: string;
+  /** The descriptor's annotations without org.opencontainers.image.enc.*. */
+  readonly annotations: Readonly<Record<string, string>>;
+  readonly cipher: CipherName;
+  /** The plaintext blob digest from the private options (ocicrypt's DecryptLayer result), when recorded. */
+  readonly plainDigest: string | undefined;
+  /** Throws unless the stream has finished with every check passed. Call once the pipeline has completed. */
+  verify(): void;
+}
+
+export interface LayerDecryptOptions {
+  readonly signal?: AbortSignal;
+  /**
+   * Also hash AES_256_GCM_STREAM plaintext against the private digest
+   * (redundant with its AEAD; default false). AES_256_CTR_HMAC_SHA256 always checks it.
+   */
+  readonly verifyPlainDigest?: boolean;
+}
+
+export const isEncryptedLayer = (desc: Pick<LayerDescriptor, 'mediaType'>): boolean => isEncryptedMediaType(desc.mediaType);
+
+/** Unwrap the layer key with `keys` and set up the decrypting stream for the layer's cipher. */
+export async function createLayerDecryptor(desc: LayerDescriptor, keys: DecryptionKeys, options: LayerDecryptOptions = {}): Promise<LayerDecryptor> {
+  const layer = desc.digest;
+  const mediaType = plainMediaType(desc.mediaType);
+  const pub = parsePublicOptions(desc.annotations?.[ANNOTATION_PUBOPTS], layer);
+  if (pub.cipher !== CIPHER_CTR_HMAC && pub.cipher !== CIPHER_GCM_STREAM) {
+    throw new UnsupportedEncryption(`layer ${layer}: cipher ${JSON.stringify(pub.cipher)} is not supported`);
+  }
+  const priv = parsePrivateOptions(await unwrapLayerKey(layer, desc.annotations, keys, options.signal), layer);
+  let stream: Transform;
+  try {
+    if (pub.cipher === CIPHER_CTR_HMAC) {
+      if (!pub.hmac) throw new BadEncryptionMetadata(`layer ${layer}: the public options carry no HMAC`);
+      if (priv.nonce?.length !== CTR_NONCE_BYTES) throw new BadEncryptionMetadata(`layer ${layer}: the private options carry no 16-byte nonce`);
+      stream = ctrHmacDecryptStream({ key: priv.symkey, nonce: priv.nonce, mac: pub.hmac, plainDigest: priv.digest, layer });
+    } else {
+      stream = gcmStreamDecryptStream({ key: priv.symkey, layer, plainDigest: options.verifyPlainDigest ? priv.digest : undefined });
+    }
+  } finally {
+    priv.symkey.fill(0);
+  }
+  // 'finish' follows a successful flush only, and flush is where MAC, final-chunk and digest checks run.
+  let finished = false;
+  let failure: unknown;
+  stream.once('finish', () => (finished = true));
+  stream.once('error', (err) => (failure = err));
+  return {
+    stream,
+    mediaType,
+    annotations: Object.freeze(stripEncryptionAnnotations(desc.annotations)),
+    cipher: pub.cipher,
+    plainDigest: priv.digest,
+    verify() {
+      if (failure instanceof AgentError) throw failure;
+      if (failure !== undefined || !finished) throw new AgentError(Code.DATA_LOSS, `layer ${layer}: decryption did not complete`);
+    },
+  };
+}
