@@ -3,9 +3,13 @@
 // Capabilities are built here from the resolved config, once.
 
 import type { Logger } from 'pino';
+import { OfflineKeyStore } from '../attestation/offline-store.ts';
 import type { AgentConfig } from '../config/index.ts';
+import { Unimplemented } from '../errors.ts';
+import type { KeySource } from '../resource.ts';
 import type { Handlers } from '../server/table.ts';
 import { healthHandlers } from './health.ts';
+import { keyProviderHandlers } from './keyprovider.ts';
 
 export interface Api {
   readonly handlers: Handlers;
@@ -13,10 +17,22 @@ export interface Api {
   close(): Promise<void>;
 }
 
-export async function createApi(_config: AgentConfig, _log: Logger): Promise<Api> {
+/** Where keys come from: the offline store, or (cc_kbc) the KBS client of the attestation capability. */
+function keySourceFor(config: AgentConfig): KeySource {
+  if (config.kbc.name === 'offline_fs_kbc') return new OfflineKeyStore([config.kbc.offline_keys, config.kbc.offline_resources]);
+  return {
+    get: async () => {
+      throw new Unimplemented('the cc_kbc key source');
+    },
+  };
+}
+
+export async function createApi(config: AgentConfig, _log: Logger): Promise<Api> {
+  const keySource = keySourceFor(config);
   return {
     handlers: {
       'grpc.Health': healthHandlers,
+      'keyprovider.KeyProviderService': keyProviderHandlers(keySource),
     },
     close: async () => {},
   };

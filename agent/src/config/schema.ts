@@ -59,6 +59,12 @@ export function int(def: number, min: number, max: number): Field<number> {
   };
 }
 
+export function strings(def: string[]): Field<readonly string[]> {
+  const check = (v: unknown, key: string): readonly string[] =>
+    Array.isArray(v) && v.every((s) => typeof s === 'string') ? Object.freeze([...v]) : fail(key, 'expected an array of strings');
+  return { default: Object.freeze(def), parse: check, fromString: (v) => Object.freeze(v.split(',').filter((s) => s !== '')) };
+}
+
 export function oneOf<const T extends string>(values: readonly T[], def: T): Field<T> {
   const check = (v: unknown, key: string): T =>
     typeof v === 'string' && (values as readonly string[]).includes(v)
@@ -125,6 +131,10 @@ export const schema = {
     /** registries.d directory for simple-signing lookaside. */
     registries_d: str(''),
     max_concurrent_layers: int(3, 1, 32),
+    /** Private keys for JWE-wrapped layer keys: PEM, DER or JWK files, or kbs:/// URIs of such keys. */
+    decryption_keys: strings([]),
+    /** Also hash AES_256_GCM_STREAM layers against their private digest (its AEAD already authenticates them). */
+    verify_gcm_stream_digest: bool(false),
   },
   storage: {
     /** dm-integrity on encrypted volumes (kata agent.secure_storage_integrity). */

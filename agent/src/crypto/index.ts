@@ -6,7 +6,7 @@
 // DecryptionKeys and the KeySource interface; nothing here fetches or caches
 // keys on its own or knows about transports.
 
-export { createLayerDecryptor, isEncryptedLayer, type LayerDecryptor, type LayerDecryptOptions, type LayerDescriptor } from './layer.ts';
+export { createLayerDecryptor, decryptorFromOptions, isEncryptedLayer, type LayerDecryptor, type LayerDecryptOptions, type LayerDescriptor } from './layer.ts';
 export { decryptionKeys, type DecryptionKeys } from './keys.ts';
 export { unwrapForKeyProvider } from './unwrap.ts';
 export { isEncryptedMediaType, plainMediaType, stripEncryptionAnnotations } from './ocicrypt.ts';

@@ -46,19 +46,40 @@ export const isEncryptedLayer = (desc: Pick<LayerDescriptor, 'mediaType'>): bool
 
 /** Unwrap the layer key with `keys` and set up the decrypting stream for the layer's cipher. */
 export async function createLayerDecryptor(desc: LayerDescriptor, keys: DecryptionKeys, options: LayerDecryptOptions = {}): Promise<LayerDecryptor> {
-  const layer = desc.digest;
+  checkLayer(desc); // before any key is fetched
+  return decryptorFromOptions(desc, await unwrapLayerKey(desc.digest, desc.annotations, keys, options.signal), options);
+}
+
+function checkLayer(desc: LayerDescriptor): { mediaType: string; cipher: CipherName; hmac?: Buffer } {
   const mediaType = plainMediaType(desc.mediaType);
-  const pub = parsePublicOptions(desc.annotations?.[ANNOTATION_PUBOPTS], layer);
+  const pub = parsePublicOptions(desc.annotations?.[ANNOTATION_PUBOPTS], desc.digest);
   if (pub.cipher !== CIPHER_CTR_HMAC && pub.cipher !== CIPHER_GCM_STREAM) {
-    throw new UnsupportedEncryption(`layer ${layer}: cipher ${JSON.stringify(pub.cipher)} is not supported`);
+    throw new UnsupportedEncryption(`layer ${desc.digest}: cipher ${JSON.stringify(pub.cipher)} is not supported`);
   }
-  const priv = parsePrivateOptions(await unwrapLayerKey(layer, desc.annotations, keys, options.signal), layer);
+  return { mediaType, cipher: pub.cipher, hmac: pub.hmac };
+}
+
+/**
+ * The same, for private options already unwrapped elsewhere (an ocicrypt
+ * keyprovider's keyunwrap reply). `optsdata` is zeroed.
+ */
+export function decryptorFromOptions(desc: LayerDescriptor, optsdata: Buffer, options: LayerDecryptOptions = {}): LayerDecryptor {
+  const layer = desc.digest;
+  let checked: ReturnType<typeof checkLayer>;
+  try {
+    checked = checkLayer(desc);
+  } catch (err) {
+    optsdata.fill(0);
+    throw err;
+  }
+  const { mediaType, cipher, hmac } = checked;
+  const priv = parsePrivateOptions(optsdata, layer);
   let stream: Transform;
   try {
-    if (pub.cipher === CIPHER_CTR_HMAC) {
-      if (!pub.hmac) throw new BadEncryptionMetadata(`layer ${layer}: the public options carry no HMAC`);
+    if (cipher === CIPHER_CTR_HMAC) {
+      if (!hmac) throw new BadEncryptionMetadata(`layer ${layer}: the public options carry no HMAC`);
       if (priv.nonce?.length !== CTR_NONCE_BYTES) throw new BadEncryptionMetadata(`layer ${layer}: the private options carry no 16-byte nonce`);
-      stream = ctrHmacDecryptStream({ key: priv.symkey, nonce: priv.nonce, mac: pub.hmac, plainDigest: priv.digest, layer });
+      stream = ctrHmacDecryptStream({ key: priv.symkey, nonce: priv.nonce, mac: hmac, plainDigest: priv.digest, layer });
     } else {
       stream = gcmStreamDecryptStream({ key: priv.symkey, layer, plainDigest: options.verifyPlainDigest ? priv.digest : undefined });
     }
@@ -74,7 +95,7 @@ export async function createLayerDecryptor(desc: LayerDescriptor, keys: Decrypti
     stream,
     mediaType,
     annotations: Object.freeze(stripEncryptionAnnotations(desc.annotations)),
-    cipher: pub.cipher,
+    cipher,
     plainDigest: priv.digest,
     verify() {
       if (failure instanceof AgentError) throw failure;
