@@ -3,9 +3,10 @@
 import { ConfigError } from '../config/index.ts';
 import { AgentError } from '../errors.ts';
 import { UsageError, type Command } from './args.ts';
+import { encrypt } from './encrypt.ts';
 import { serve } from './serve.ts';
 
-const commands: readonly Command[] = [serve];
+const commands: readonly Command[] = [serve, encrypt];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
