@@ -106,7 +106,12 @@ test('no usable key: FAILED_PRECONDITION naming the layer, the annotations prese
   const pkcs7Only = { ...desc, annotations: { 'org.opencontainers.image.enc.keys.pkcs7': 'AAAA', 'org.opencontainers.image.enc.pubopts': desc.annotations!['org.opencontainers.image.enc.pubopts']! } };
   await assert.rejects(createLayerDecryptor(pkcs7Only, decryptionKeys({ flags: [rsa.privatePem] })), /keys\.pkcs7: key wrapping not supported/);
   const unreadable = decryptionKeys({ flags: ['/nonexistent/key.pem'] });
-  await assert.rejects(createLayerDecryptor(desc, unreadable), (e: AgentError) => e.code === Code.FAILED_PRECONDITION && /\/nonexistent\/key\.pem: ENOENT/.test(e.message));
+  await assert.rejects(createLayerDecryptor(desc, unreadable), (e: AgentError) => e instanceof NoKeyForLayer && /\/nonexistent\/key\.pem: ENOENT/.test(e.message));
+  // An unreadable key does not hide a good one.
+  const plainAgain = randomBytes(100);
+  const both = await encryptLayer(plainAgain, jweTo(rsa));
+  const d = await createLayerDecryptor(both.desc, decryptionKeys({ flags: ['/nonexistent/key.pem', rsa.privatePem] }));
+  assert.ok((await runOk(d.stream, both.blob)).equals(plainAgain));
 });
 
 test('a key source outage is not reported as a missing key', async () => {

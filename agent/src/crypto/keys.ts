@@ -113,16 +113,24 @@ export async function readKeyFile(path: string): Promise<Buffer> {
   }
 }
 
-/** Load every private key of the set: files from disk, kbs:/// URIs through the key source. */
-export async function loadPrivateKeys(keys: DecryptionKeys, signal?: AbortSignal): Promise<NamedKey[]> {
+/**
+ * Load every private key of the set: files from disk, kbs:/// URIs through
+ * the key source. With `skip`, a key that cannot be loaded is reported to it
+ * and left out (when skip returns true) instead of failing the whole set.
+ */
+export async function loadPrivateKeys(keys: DecryptionKeys, signal?: AbortSignal, skip?: (err: unknown) => boolean): Promise<NamedKey[]> {
   const out: NamedKey[] = [];
   for (const name of keys.privateKeys) {
-    let bytes: Buffer;
-    if (name.startsWith('kbs:') || name.startsWith('kbs+')) {
-      if (!keys.keySource) throw new BadKey(`key ${name}: no key source is configured to fetch it`);
-      bytes = await keys.keySource.get(parseResourceUri(name), signal);
-    } else bytes = await readKeyFile(name);
-    out.push({ name, key: parsePrivateKey(bytes, name) });
+    try {
+      let bytes: Buffer;
+      if (name.startsWith('kbs:') || name.startsWith('kbs+')) {
+        if (!keys.keySource) throw new BadKey(`key ${name}: no key source is configured to fetch it`);
+        bytes = await keys.keySource.get(parseResourceUri(name), signal);
+      } else bytes = await readKeyFile(name);
+      out.push({ name, key: parsePrivateKey(bytes, name) });
+    } catch (err) {
+      if (!skip?.(err)) throw err;
+    }
   }
   return out;
 }

@@ -55,7 +55,11 @@ export async function unwrapLayerKey(
   let privateKeys: NamedKey[] | undefined;
   // Local private keys first (no network), then key providers.
   for (const wk of all.filter((w) => w.scheme === 'jwe')) {
-    privateKeys ??= await loadPrivateKeys(keys, signal);
+    privateKeys ??= await loadPrivateKeys(keys, signal, (err) => {
+      if (!isMiss(err)) return false;
+      reasons.push((err as AgentError).message);
+      return true;
+    });
     const found = await tryJwe(wk, privateKeys, reasons);
     if (found) return found;
   }
