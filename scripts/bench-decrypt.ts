@@ -182,23 +182,24 @@ log(`\nratios (median of per-run ratios): a/b ${ratio('a', 'b')}   a64/b64 ${rat
 if (!values['no-sweep']) {
   const sweepSize = Math.min(size, 256 * MiB);
   const part = plain.subarray(0, sweepSize);
-  log(`\ngcm-stream chunk size sweep on ${sweepSize / MiB} MiB, ratio to (b) measured alongside (median of ${runs})`);
-  for (const cs of [64 << 10, 256 << 10, MiB, 4 * MiB]) {
-    const blob = await collect(gcmStreamEncryptStream(symkey, cs), part);
-    const ratios: number[] = [];
-    const speeds: number[] = [];
-    for (let r = 0; r < runs; r++) {
-      let t0 = performance.now();
+  const sizes = [64 << 10, 256 << 10, MiB, 4 * MiB];
+  log(`\ngcm-stream chunk size sweep on ${sweepSize / MiB} MiB, interleaved with (b); median of ${runs} per-run ratios`);
+  const blobs = await Promise.all(sizes.map((cs) => collect(gcmStreamEncryptStream(symkey, cs), part)));
+  const ratios = sizes.map((): number[] => []);
+  const speeds = sizes.map((): number[] => []);
+  for (let r = 0; r < runs; r++) {
+    let t0 = performance.now();
+    rawGcm(blobs[0]!.subarray(0, sweepSize), MiB);
+    const b = gbps(sweepSize, performance.now() - t0);
+    for (const [i, blob] of blobs.entries()) {
+      t0 = performance.now();
       await through(gcmStreamDecryptStream({ key: symkey, layer: 'bench' }), blob, MiB);
       const a = gbps(sweepSize, performance.now() - t0);
-      t0 = performance.now();
-      rawGcm(blob.subarray(0, sweepSize), MiB);
-      const b = gbps(sweepSize, performance.now() - t0);
-      ratios.push(a / b);
-      speeds.push(a);
+      ratios[i]!.push(a / b);
+      speeds[i]!.push(a);
     }
-    log(`  chunk ${String(cs >> 10).padStart(5)} KiB: ${fmt(median(speeds))} GB/s, ratio to b ${fmt(median(ratios))}`);
   }
+  for (const [i, cs] of sizes.entries()) log(`  chunk ${String(cs >> 10).padStart(5)} KiB: ${fmt(median(speeds[i]!))} GB/s, ratio to b ${fmt(median(ratios[i]!))}`);
 }
 
 if (!values['no-image']) await imageBench(Number(values['image-mb']) * 1e6);
