@@ -17,7 +17,7 @@ const NONCE_PREFIX_BYTES = 7;
 const SALT_BYTES = 32;
 export const MIN_CHUNK_SIZE = 4096;
 export const MAX_CHUNK_SIZE = 16 << 20;
-/** Chosen by scripts/bench-decrypt --chunk-sizes; see the spec. */
+/** Chosen from the chunk-size sweep of scripts/bench-decrypt; see the spec. */
 export const DEFAULT_CHUNK_SIZE = 1 << 20;
 const MAX_CHUNKS = 2 ** 32;
 const INFO_LABEL = Buffer.from('tee-agent AES_256_GCM_STREAM v1\0', 'ascii');
@@ -45,7 +45,7 @@ function nonceFor(prefix: Buffer, index: number, last: boolean): Buffer {
 }
 
 /** A fresh header for one layer: random salt and nonce prefix. */
-export function newHeader(symkey: Buffer, chunkSize: number): { header: Buffer; derived: Derived; prefix: Buffer } {
+function newHeader(symkey: Buffer, chunkSize: number): { header: Buffer; derived: Derived; prefix: Buffer } {
   if (!Number.isInteger(chunkSize) || chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE) {
     throw new RangeError(`gcm-stream chunk size must be in [${MIN_CHUNK_SIZE}, ${MAX_CHUNK_SIZE}]`);
   }
