@@ -262,7 +262,9 @@ describe('pullImage against docker-registry', () => {
 
   test('the decryption hook sits between the descriptor digest and decompression', async () => {
     const calls: string[] = [];
+    const checks: string[] = [];
     const decryptor: LayerDecryptor = {
+      check: async (layer) => void checks.push(layer.descriptor.digest),
       decrypt: async (layer) => {
         calls.push(layer.descriptor.digest);
         return { stream: createDecipheriv('aes-256-ctr', encrypted.key, encrypted.iv), mediaType: layer.descriptor.mediaType.replace(/\+encrypted$/, '') };
@@ -272,9 +274,14 @@ describe('pullImage against docker-registry', () => {
     const b = bundle();
     await p.pull({ image: `${reg.host}/test/enc:v1`, bundlePath: b }, pullOpts());
     assert.deepEqual(calls, [encrypted.image.layers[0]!.digest]);
+    assert.deepEqual(checks, [encrypted.image.layers[0]!.digest]);
+    // Already in the store: nothing is decrypted again, but the key is still checked first.
+    await p.pull({ image: `${reg.host}/test/enc:v1`, bundlePath: bundle() }, pullOpts());
+    assert.equal(calls.length, 1);
+    assert.equal(checks.length, 2);
     assert.equal(readFileSync(join(b, 'rootfs/secret/data'), 'utf8'), 'plaintext inside\n');
     // A wrong key yields garbage: the pull fails (gzip or diff_id) and no bundle appears.
-    const wrong: LayerDecryptor = { decrypt: async (l) => ({ stream: createDecipheriv('aes-256-ctr', randomBytes(32), encrypted.iv), mediaType: l.descriptor.mediaType.replace(/\+encrypted$/, '') }) };
+    const wrong: LayerDecryptor = { check: async () => {}, decrypt: async (l) => ({ stream: createDecipheriv('aes-256-ctr', randomBytes(32), encrypted.iv), mediaType: l.descriptor.mediaType.replace(/\+encrypted$/, '') }) };
     const { puller: bad } = await puller({}, { decryptor: wrong });
     const b2 = bundle();
     await assert.rejects(bad.pull({ image: `${reg.host}/test/enc:v1`, bundlePath: b2 }, pullOpts()), (e: AgentError) => e.code === Code.INVALID_ARGUMENT || e.code === Code.DATA_LOSS);

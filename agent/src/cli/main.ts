@@ -4,10 +4,11 @@ import { ConfigError } from '../config/index.ts';
 import { AgentError } from '../errors.ts';
 import { UsageError, type Command } from './args.ts';
 import { attest } from './attest.ts';
+import { encrypt } from './encrypt.ts';
 import { pull } from './pull.ts';
 import { serve } from './serve.ts';
 
-const commands: readonly Command[] = [serve, pull, attest];
+const commands: readonly Command[] = [serve, pull, encrypt, attest];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -4,10 +4,8 @@
 import { isAbsolute, resolve } from 'node:path';
 import { loadConfig } from '../config/index.ts';
 import { createLogger } from '../log.ts';
-import { createPuller, httpSettings } from '../image/setup.ts';
-import { LayerStore } from '../image/index.ts';
-import { OfflineKeyStore } from '../attestation/offline-store.ts';
-import { createSignatureVerifier } from '../signature/index.ts';
+import { openImageService } from '../api/image-service.ts';
+import { createAttestation } from '../attestation/index.ts';
 import { parse, UsageError, type Command } from './args.ts';
 import { ProgressDisplay } from './progress.ts';
 
@@ -27,6 +25,8 @@ Options:
   --policy FILE                 containers-policy.json; turns signature verification on
                                 (config image.policy, image.enable_signature_verification)
   --registries-d DIR            registries.d directory for simple-signing lookaside (config image.registries_d)
+  --decryption-key FILE         private key (PEM, DER or JWK) for keys.jwe encrypted layers (repeatable;
+                                adds to config image.decryption_keys; CoCo packets use the configured KBS/offline keys)
   --work-dir DIR                layer store (config image.work_dir)
   --cmdline FILE                read kernel parameters from FILE instead of /proc/cmdline
   --log-level L                 fatal|error|warn|info|debug|trace|silent (default warn)
@@ -48,6 +48,7 @@ export const pull: Command = {
         platform: { type: 'string' },
         policy: { type: 'string' },
         'registries-d': { type: 'string' },
+        'decryption-key': { type: 'string', multiple: true },
         'work-dir': { type: 'string' },
         cmdline: { type: 'string' },
         'log-level': { type: 'string' },
@@ -76,17 +77,18 @@ export const pull: Command = {
     const log = createLogger(config.log.level);
     const bundlePath = isAbsolute(values.bundle) ? values.bundle : resolve(values.bundle);
 
-    const store = await LayerStore.open(config.image.work_dir, log, { bundleMode: config.image.bundle_mode });
-    const keySource = config.kbc.name === 'offline_fs_kbc' ? new OfflineKeyStore([config.kbc.offline_keys, config.kbc.offline_resources]) : undefined;
-    const verifier = createSignatureVerifier(config.image, { log, ...(keySource ? { keySource } : {}), http: httpSettings(config) });
-    const puller = createPuller(config, log, { store, insecureHosts: insecure, ...(verifier ? { verifier } : {}), ...(keySource ? { keySource } : {}) });
+    const attestation = await createAttestation(config, log);
+    const image = await openImageService(config, log, attestation.keys, {
+      insecureHosts: insecure,
+      decryptionKeyFiles: (values['decryption-key'] ?? []).map((f) => resolve(f)),
+    });
     const abort = new AbortController();
     const onSignal = (): void => abort.abort();
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     try {
       const display = values['no-progress'] ? undefined : new ProgressDisplay();
-      const r = await puller.pull({ image: positionals[0]!, bundlePath }, { signal: abort.signal, log, ...(display ? { onEvent: display.onEvent } : {}) });
+      const r = await image.puller.pull({ image: positionals[0]!, bundlePath }, { signal: abort.signal, log, ...(display ? { onEvent: display.onEvent } : {}) });
       process.stdout.write(
         JSON.stringify({
           manifest_digest: r.manifestDigest,
@@ -102,9 +104,8 @@ export const pull: Command = {
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
-      await puller.deps.registry.close();
-      await verifier?.close();
-      store.close();
+      await image.close();
+      await attestation.close();
     }
   },
 };

@@ -170,6 +170,10 @@ export const schema = {
     max_layer_bytes: int(16 * 1024 ** 3, 0, Number.MAX_SAFE_INTEGER),
     /** Decompressed:compressed, checked past 16 MiB of output; gzip never exceeds ~1032:1, zstd can. */
     max_decompression_ratio: int(1100, 1, Number.MAX_SAFE_INTEGER),
+    /** Private keys for JWE-wrapped layer keys: PEM, DER or JWK files, or kbs:/// URIs of such keys. */
+    decryption_keys: strings([]),
+    /** Also hash AES_256_GCM_STREAM layers against their private digest (its AEAD already authenticates them). */
+    verify_gcm_stream_digest: bool(false),
   },
   registry: {
     /** PEM file of extra CA certificates trusted for registries, added to the system roots. */

@@ -82,5 +82,12 @@ export interface DecryptedLayer {
  * (e.g. crypto/'s NoKeyForLayer) when no configured key unwraps the layer.
  */
 export interface LayerDecryptor {
+  /**
+   * Prove that a configured key opens the layer, without decrypting it. The
+   * pull calls this for every encrypted layer before fetching any, so a
+   * missing key fails fast, and so a layer already in the store (decrypted
+   * by an earlier pull) is never handed out to a caller without the key.
+   */
+  check(layer: EncryptedLayer, signal: AbortSignal): Promise<void>;
   decrypt(layer: EncryptedLayer, signal: AbortSignal): Promise<DecryptedLayer>;
 }

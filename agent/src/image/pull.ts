@@ -148,8 +148,10 @@ export class ImagePuller {
 
     // Everything about the layers that can be refused is refused before the first byte of one is fetched.
     for (const [i, layer] of manifest.layers.entries()) {
-      if (isEncrypted(layer.mediaType) && !this.deps.decryptor) throw encryptedWithoutDecryptor(layer, i);
       compressionOf(layer.mediaType);
+      if (!isEncrypted(layer.mediaType)) continue;
+      if (!this.deps.decryptor) throw encryptedWithoutDecryptor(layer, i);
+      await this.deps.decryptor.check({ descriptor: layer, index: i, image: reference }, opts.signal);
     }
     const configBytes = await repo.getBlob(manifest.config, MAX_CONFIG_BYTES, opts.signal);
     const config = parseConfig(configBytes, manifest.layers.length, `${reference}: config ${manifest.config.digest}`);
