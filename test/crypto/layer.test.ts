@@ -162,3 +162,18 @@ test('tampered layers fail the stream, and verify() reports it; a wrong private 
     assert.equal(r.error instanceof PlainDigestMismatch, fails, `${cipher} verifyPlainDigest=${verifyPlainDigest}`);
   }
 });
+
+test('a private digest equal to the diff_id (skopeo compressed an uncompressed layer before encrypting) leaves that check to the diff_id stage', async () => {
+  const plain = randomBytes(20_000);
+  const diffId = `sha256:${'1'.repeat(64)}`;
+  const recorded = { ...plainLayer(plain), digest: diffId };
+  for (const cipher of [CIPHER_CTR_HMAC, CIPHER_GCM_STREAM] as const) {
+    const { blob, desc } = await encryptLayer(plain, jweTo(rsa), cipher, recorded);
+    const keys = decryptionKeys({ flags: [rsa.privatePem] });
+    const ok = await run((await createLayerDecryptor(desc, keys, { verifyPlainDigest: true, diffId })).stream, blob);
+    assert.equal(ok.error, undefined, cipher);
+    // Any other diff_id: the recorded digest is checked against the blob and fails.
+    const other = await run((await createLayerDecryptor(desc, keys, { verifyPlainDigest: true, diffId: `sha256:${'2'.repeat(64)}` })).stream, blob);
+    assert.ok(other.error instanceof PlainDigestMismatch, cipher);
+  }
+});

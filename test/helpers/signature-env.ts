@@ -14,11 +14,12 @@ import { createLogger, type Logger } from '../../agent/src/log.ts';
 import { manifestReference, parseReference } from '../../agent/src/image/reference.ts';
 import { parseManifest, selectPlatform } from '../../agent/src/image/manifest.ts';
 import { RegistryClient } from '../../agent/src/image/registry.ts';
+import { signatureSource } from '../../agent/src/image/pull.ts';
 import { DEFAULT_HTTP } from '../../agent/src/image/registry-http.ts';
 import { SignatureRejected, type RejectReason } from '../../agent/src/signature/errors.ts';
 import { SignatureVerifier, type VerifierOptions, type Verdict } from '../../agent/src/signature/verifier.ts';
 import type { SignatureSource, VerifyRequest } from '../../agent/src/image/hooks.ts';
-import { AgentError, Code } from '../../agent/src/errors.ts';
+import { Code } from '../../agent/src/errors.ts';
 import { buildImage, buildIndex, writeTree } from '../fixtures/images.ts';
 import type { GpgHome } from '../fixtures/gpg.ts';
 import { startRegistry, type TestRegistry } from './registry.ts';
@@ -51,17 +52,9 @@ export async function startSignatureEnv(): Promise<SignatureEnv> {
   const client = new RegistryClient({ ...DEFAULT_HTTP, retries: 1, backoffMs: 10 }, log);
   const layout = join(work, 'layout');
   const verifiers: SignatureVerifier[] = [];
-  // The pull hands the verifier the same view of its repository (image/pull.ts signatureSource).
-  const source = (repo: string, host = reg.host): SignatureSource => {
-    const r = client.repository({ registry: host, repository: repo }, { insecure: true });
-    const orNothing = <T>(p: Promise<T>): Promise<T | undefined> => p.catch((e: unknown) => (e instanceof AgentError && e.code === Code.NOT_FOUND ? undefined : Promise.reject(e)));
-    return {
-      reference: parseReference(`${host}/${repo}`),
-      getManifest: (tagOrDigest, signal) => orNothing(r.getManifest(tagOrDigest, signal)),
-      getBlob: (desc, max, signal) => r.getBlob(desc, max, signal),
-      fetch: (path, o) => r.fetchBytes(path, o),
-    };
-  };
+  // The pull's own view of a repository for the verifier.
+  const source = (repo: string, host = reg.host): SignatureSource =>
+    signatureSource(client.repository({ registry: host, repository: repo }, { insecure: true }), parseReference(`${host}/${repo}`));
 
   return {
     work,

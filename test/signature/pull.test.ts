@@ -5,7 +5,6 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Code } from '../../agent/src/errors.ts';
@@ -14,7 +13,9 @@ import { createPuller, httpSettings } from '../../agent/src/image/setup.ts';
 import { LayerStore } from '../../agent/src/image/store.ts';
 import { parseManifest } from '../../agent/src/image/manifest.ts';
 import { createSignatureVerifier, RejectReason } from '../../agent/src/signature/index.ts';
-import { AGENT_BIN, startAgent } from '../helpers/agent.ts';
+import { startAgent } from '../helpers/agent.ts';
+import { startKbs, type TestKbs } from '../helpers/kbs.ts';
+import { runCli } from '../helpers/cli.ts';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts';
 import { startStaticServer, type StaticServer } from '../helpers/static-server.ts';
 import { log, rejectedWith, startSignatureEnv, writeRegistriesD, type SignatureEnv } from '../helpers/signature-env.ts';
@@ -149,67 +150,58 @@ describe('signature verification in the pull', () => {
     assert.equal(result.indexDigest, index);
   });
 
-  // LEAD, at the attestation merge: run this case a second time against the dev KBS
-  // (test/helpers/kbs.ts on the attestation branch): startKbs({ resources: {
-  // 'default/security-policy/test': <policy JSON>, 'default/cosign-public-key/test': key.publicPem } })
-  // and [kbc] name = "cc_kbc", url = kbs.url, [attestation] tee = "sample"; createApi
-  // must then pass attestation's createKeySource() to createSignatureVerifier instead
-  // of the OfflineKeyStore it builds today.
-  test('the daemon: policy and key from the offline KBS store, both transports', async () => {
-    const resources = join(env.work, 'offline-resources.json');
-    const policy = { default: [{ type: 'reject' }], transports: { docker: { [proxy.host]: [{ type: 'sigstoreSigned', keyPath: 'kbs:///default/cosign-public-key/test' }] } } };
-    writeFileSync(resources, JSON.stringify({
-      'default/security-policy/test': Buffer.from(JSON.stringify(policy)).toString('base64'),
-      'default/cosign-public-key/test': Buffer.from(key.publicPem).toString('base64'),
-    }));
-    const agent = await startAgent({
-      config: [
-        '[kbc]',
-        'name = "offline_fs_kbc"',
-        `offline_keys = ${JSON.stringify(join(env.work, 'no-keys.json'))}`,
-        `offline_resources = ${JSON.stringify(resources)}`,
-        '[image]',
-        `bundle_base = ${JSON.stringify(join(env.work, 'containers'))}`,
-        '[registry]',
-        `insecure = [${JSON.stringify(proxy.host)}]`,
-      ].join('\n'),
-      // As kata passes them.
-      cmdline: 'agent.enable_signature_verification=true agent.image_policy_file=kbs:///default/security-policy/test',
+  // The policy and the cosign key are kbs:/// resources: from the offline store, and from the dev KBS after sample attestation.
+  for (const backend of ['offline store', 'dev KBS'] as const) {
+    test(`the daemon: policy and key as kbs:/// resources from the ${backend}, both transports`, async () => {
+      const policy = { default: [{ type: 'reject' }], transports: { docker: { [proxy.host]: [{ type: 'sigstoreSigned', keyPath: 'kbs:///default/cosign-public-key/test' }] } } };
+      const resources = { 'default/security-policy/test': JSON.stringify(policy), 'default/cosign-public-key/test': key.publicPem };
+      let kbc: string[];
+      let kbs: TestKbs | undefined;
+      if (backend === 'dev KBS') {
+        kbs = await startKbs({ resources });
+        kbc = ['[kbc]', 'name = "cc_kbc"', `url = ${JSON.stringify(kbs.url)}`, '[attestation]', 'tee = "sample"', `eventlog_path = ${JSON.stringify(join(env.work, 'eventlog'))}`, `initdata = ${JSON.stringify(join(env.work, 'none.toml'))}`];
+      } else {
+        const file = join(env.work, 'offline-resources.json');
+        writeFileSync(file, JSON.stringify(Object.fromEntries(Object.entries(resources).map(([k, v]) => [k, Buffer.from(v).toString('base64')]))));
+        kbc = ['[kbc]', 'name = "offline_fs_kbc"', `offline_keys = ${JSON.stringify(join(env.work, 'no-keys.json'))}`, `offline_resources = ${JSON.stringify(file)}`];
+      }
+      const tag = backend === 'dev KBS' ? 'kbs' : 'offline';
+      const agent = await startAgent({
+        config: [...kbc, '[image]', `bundle_base = ${JSON.stringify(join(env.work, `containers-${tag}`))}`, '[registry]', `insecure = [${JSON.stringify(proxy.host)}]`].join('\n'),
+        // As kata passes them.
+        cmdline: 'agent.enable_signature_verification=true agent.image_policy_file=kbs:///default/security-policy/test',
+      });
+      try {
+        const bundle = join(env.work, `daemon-bundle-${tag}`);
+        mkdirSync(bundle);
+        const ok = await agent.grpcCall<{ manifest_digest: string }>('api.ImagePullService', 'PullImage', { image_url: signed.image, bundle_path: bundle });
+        assert.equal(ok.manifest_digest, signed.digest);
+        await assert.rejects(
+          agent.grpcCall('api.ImagePullService', 'PullImage', { image_url: unsigned.image, bundle_path: join(env.work, `daemon-bundle-2-${tag}`) }),
+          (e: { code?: number; details?: string }) => e.code === Code.PERMISSION_DENIED && /no signature/.test(e.details ?? ''),
+        );
+        const tt = await agent.ttrpc();
+        await assert.rejects(tt.call('grpc.Image', 'PullImage', { image: unsigned.image, container_id: 'unsigned-1', source_creds: '' }, { timeoutMs: 30_000 }), (e: { code?: number }) => e.code === Code.PERMISSION_DENIED);
+        assert.ok(!existsSync(join(env.work, `containers-${tag}`, 'unsigned-1', 'rootfs')));
+        const res = await tt.call('grpc.Image', 'PullImage', { image: signed.image, container_id: 'signed-1', source_creds: '' }, { timeoutMs: 30_000 });
+        assert.deepEqual(res, { image_ref: signed.image });
+        const line = agent.logs.find((l) => l.msg === 'image rejected by signature policy');
+        assert.equal(line?.scope, proxy.host);
+        assert.ok(!agent.stderr().includes(key.publicPem.split('\n')[1]!), 'no key material in the log');
+        if (kbs) assert.equal(kbs.stats.attest, 1, 'one attestation for the policy and the key');
+      } finally {
+        await agent.stop();
+        await kbs?.stop();
+      }
     });
-    try {
-      const bundle = join(env.work, 'daemon-bundle');
-      mkdirSync(bundle);
-      const ok = await agent.grpcCall<{ manifest_digest: string }>('api.ImagePullService', 'PullImage', { image_url: signed.image, bundle_path: bundle });
-      assert.equal(ok.manifest_digest, signed.digest);
-      await assert.rejects(
-        agent.grpcCall('api.ImagePullService', 'PullImage', { image_url: unsigned.image, bundle_path: join(env.work, 'daemon-bundle-2') }),
-        (e: { code?: number; details?: string }) => e.code === Code.PERMISSION_DENIED && /no signature/.test(e.details ?? ''),
-      );
-      const tt = await agent.ttrpc();
-      await assert.rejects(tt.call('grpc.Image', 'PullImage', { image: unsigned.image, container_id: 'unsigned-1', source_creds: '' }, { timeoutMs: 30_000 }), (e: { code?: number }) => e.code === Code.PERMISSION_DENIED);
-      assert.ok(!existsSync(join(env.work, 'containers', 'unsigned-1', 'rootfs')));
-      const res = await tt.call('grpc.Image', 'PullImage', { image: signed.image, container_id: 'signed-1', source_creds: '' }, { timeoutMs: 30_000 });
-      assert.deepEqual(res, { image_ref: signed.image });
-      const line = agent.logs.find((l) => l.msg === 'image rejected by signature policy');
-      assert.equal(line?.scope, proxy.host);
-      assert.ok(!agent.stderr().includes(key.publicPem.split('\n')[1]!), 'no key material in the log');
-    } finally {
-      await agent.stop();
-    }
-  });
+  }
 
   test('tee-agent pull --policy FILE --registries-d DIR', async () => {
     const policy = policyFile({ default: [{ type: 'signedBy', keyType: 'GPGKeys', keyData: gpg.publicKey(true).toString() }] });
-    const run = (image: string): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-      new Promise((resolve) => {
-        const args = ['pull', image, '--bundle', join(env.work, `cli-bundle-${++n}`), '--work-dir', join(env.work, `cli-store-${n}`), '--cmdline', '/dev/null', '--insecure-registry', proxy.host, '--no-progress', '--policy', policy, '--registries-d', regd];
-        const p = spawn(process.execPath, [AGENT_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-        let stdout = '';
-        let stderr = '';
-        p.stdout.on('data', (d: Buffer) => (stdout += d));
-        p.stderr.on('data', (d: Buffer) => (stderr += d));
-        p.on('exit', (code) => resolve({ code, stdout, stderr }));
-      });
+    const run = (image: string) => {
+      const args = ['pull', image, '--bundle', join(env.work, `cli-bundle-${++n}`), '--work-dir', join(env.work, `cli-store-${n}`), '--cmdline', '/dev/null', '--insecure-registry', proxy.host, '--no-progress', '--policy', policy, '--registries-d', regd];
+      return runCli(args);
+    };
     const ok = await run(signed.image);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal((JSON.parse(ok.stdout) as { manifest_digest: string }).manifest_digest, signed.digest);

@@ -40,6 +40,14 @@ export interface LayerDecryptOptions {
    * (redundant with its AEAD; default false). AES_256_CTR_HMAC_SHA256 always checks it.
    */
   readonly verifyPlainDigest?: boolean;
+  /**
+   * The layer's diff_id from the image config. containers/image (skopeo)
+   * compresses an uncompressed layer before encrypting it but records the
+   * uncompressed digest, which is the diff_id, as the private digest. When
+   * the two are equal the blob digest cannot match, and the pull's diff_id
+   * check after decompression is the check of that digest.
+   */
+  readonly diffId?: string;
 }
 
 export const isEncryptedLayer = (desc: Pick<LayerDescriptor, 'mediaType'>): boolean => isEncryptedMediaType(desc.mediaType);
@@ -74,14 +82,15 @@ export function decryptorFromOptions(desc: LayerDescriptor, optsdata: Buffer, op
   }
   const { mediaType, cipher, hmac } = checked;
   const priv = parsePrivateOptions(optsdata, layer);
+  const blobDigest = priv.digest !== undefined && priv.digest === options.diffId ? undefined : priv.digest;
   let stream: Transform;
   try {
     if (cipher === CIPHER_CTR_HMAC) {
       if (!hmac) throw new BadEncryptionMetadata(`layer ${layer}: the public options carry no HMAC`);
       if (priv.nonce?.length !== CTR_NONCE_BYTES) throw new BadEncryptionMetadata(`layer ${layer}: the private options carry no 16-byte nonce`);
-      stream = ctrHmacDecryptStream({ key: priv.symkey, nonce: priv.nonce, mac: hmac, plainDigest: priv.digest, layer });
+      stream = ctrHmacDecryptStream({ key: priv.symkey, nonce: priv.nonce, mac: hmac, plainDigest: blobDigest, layer });
     } else {
-      stream = gcmStreamDecryptStream({ key: priv.symkey, layer, plainDigest: options.verifyPlainDigest ? priv.digest : undefined });
+      stream = gcmStreamDecryptStream({ key: priv.symkey, layer, plainDigest: options.verifyPlainDigest ? blobDigest : undefined });
     }
   } finally {
     priv.symkey.fill(0);

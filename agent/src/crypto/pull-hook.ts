@@ -8,7 +8,7 @@ import { createLayerDecryptor } from './layer.ts';
 
 export function pullDecryptor(keys: DecryptionKeys, opts: { verifyPlainDigest: boolean }): LayerDecryptor {
   const open = (layer: EncryptedLayer, signal: AbortSignal) =>
-    createLayerDecryptor(layer.descriptor, keys, { signal, verifyPlainDigest: opts.verifyPlainDigest });
+    createLayerDecryptor(layer.descriptor, keys, { signal, verifyPlainDigest: opts.verifyPlainDigest, ...(layer.diffId ? { diffId: layer.diffId } : {}) });
   return {
     async check(layer, signal) {
       // Unwrapping is the proof; the stream that holds the key is dropped at once.

@@ -63,6 +63,8 @@ export interface EncryptedLayer {
   readonly index: number;
   /** Canonical image reference, for messages and logs. */
   readonly image: string;
+  /** The layer's diff_id from the config; known when decrypting, not when checking keys. */
+  readonly diffId?: string;
 }
 
 export interface DecryptedLayer {

@@ -326,7 +326,7 @@ export class ImagePuller {
     const decrypt: Transform[] = [];
     if (isEncrypted(mediaType)) {
       if (!this.deps.decryptor) throw encryptedWithoutDecryptor(layer, index);
-      const d = await this.deps.decryptor.decrypt({ descriptor: layer, index, image }, signal);
+      const d = await this.deps.decryptor.decrypt({ descriptor: layer, index, image, diffId }, signal);
       decrypt.push(d.stream);
       mediaType = d.mediaType;
     }
@@ -350,7 +350,8 @@ async function emptyDir(dir: string): Promise<void> {
   for (const name of await readdir(dir)) await rm(join(dir, name), { recursive: true, force: true });
 }
 
-function signatureSource(repo: Repository, reference: ImageReference): SignatureSource {
+/** The verifier's view of the repository an image is pulled from. */
+export function signatureSource(repo: Repository, reference: ImageReference): SignatureSource {
   return {
     reference,
     getManifest: async (tagOrDigest, signal) => {
