@@ -18,13 +18,8 @@ import { diffTrees, snapshotTree } from '../helpers/tree.ts';
 import { buildImage, readBlob, sampleLayers, tagInLayout, writeBlob } from '../fixtures/images.ts';
 import { keyPair, offlineKeyFile, type KeyPairFiles } from '../fixtures/keys.ts';
 import { skopeo } from '../fixtures/oci-image.ts';
+import { hasCode } from '../helpers/assert.ts';
 
-const ttrpcCode = (code: number, re?: RegExp) => (e: unknown): boolean => {
-  const err = e as { code?: number; message?: string };
-  assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
-  if (re) assert.match(err.message ?? '', re);
-  return true;
-};
 
 describe('encrypted image pull', () => {
   let work: string;
@@ -143,7 +138,7 @@ describe('encrypted image pull', () => {
     // Same layer store, no key: the layers are stored, decrypted, but the pull must still prove it holds the key.
     const without = await start(config('[kbc]\nname = "offline_fs_kbc"'), dir);
     const b = freshBundle('without-key');
-    await assert.rejects(pull(without, 'enc/rsa:v1', b), ttrpcCode(Code.FAILED_PRECONDITION, /layer .*sha256:[0-9a-f]{64}.*org\.opencontainers\.image\.enc\.keys\.jwe/));
+    await assert.rejects(pull(without, 'enc/rsa:v1', b), hasCode(Code.FAILED_PRECONDITION, /layer .*sha256:[0-9a-f]{64}.*org\.opencontainers\.image\.enc\.keys\.jwe/));
     assert.equal(existsSync(join(b, 'rootfs')), false);
     const c = await without.ttrpc();
     assert.deepEqual(await c.call('grpc.Health', 'Check', { service: '' }), { status: 'SERVING' });
@@ -166,7 +161,7 @@ describe('encrypted image pull', () => {
 
     const a = await start(config(viaKbs()));
     const b = freshBundle('tampered');
-    await assert.rejects(pull(a, 'enc/tampered:v1', b), ttrpcCode(Code.DATA_LOSS, /authentication|MAC|HMAC/i));
+    await assert.rejects(pull(a, 'enc/tampered:v1', b), hasCode(Code.DATA_LOSS, /authentication|MAC|HMAC/i));
     assert.equal(existsSync(join(b, 'rootfs')), false, 'no bundle');
     const layers = a.logs.filter((l) => l.msg === 'layer fetched').length;
     assert.ok(layers < manifest.layers.length, 'the tampered layer never completed');

@@ -13,13 +13,8 @@ import { blobGet, startFaultProxy, type FaultProxy } from '../helpers/fault-prox
 import { buildImage, sampleLayers, writeTree, pseudoRandom, type BuiltImage } from '../fixtures/images.ts';
 import { Code } from '../../agent/src/errors.ts';
 import { removeTree } from '../helpers/mounts.ts';
+import { hasCode } from '../helpers/assert.ts';
 
-const ttrpcCode = (code: number, re?: RegExp) => (e: unknown): boolean => {
-  const err = e as { code?: number; message?: string };
-  assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
-  if (re) assert.match(err.message ?? '', re);
-  return true;
-};
 
 describe('image pull API', () => {
   let work: string;
@@ -113,14 +108,14 @@ describe('image pull API', () => {
   test('bad requests are INVALID_ARGUMENT; failures keep the daemon serving', async () => {
     const agent = await start();
     const tt = await agent.ttrpc();
-    await assert.rejects(tt.call('api.ImagePullService', 'PullImage', { image_url: '', bundle_path: '/x' }), ttrpcCode(Code.INVALID_ARGUMENT, /image_url/));
-    await assert.rejects(tt.call('api.ImagePullService', 'PullImage', { image_url: 'a/b', bundle_path: 'relative' }), ttrpcCode(Code.INVALID_ARGUMENT, /absolute/));
-    await assert.rejects(tt.call('api.ImagePullService', 'PullImage', { image_url: 'UPPER/x', bundle_path: '/tmp/x' }), ttrpcCode(Code.INVALID_ARGUMENT, /bad image reference/));
-    await assert.rejects(tt.call('grpc.Image', 'PullImage', { image: 'a/b', container_id: '../etc', source_creds: '' }), ttrpcCode(Code.INVALID_ARGUMENT, /container id/));
-    await assert.rejects(tt.call('grpc.Image', 'PullImage', { image: 'a/b', container_id: 'c2', source_creds: 'no-colon' }), ttrpcCode(Code.INVALID_ARGUMENT, /source_creds/));
+    await assert.rejects(tt.call('api.ImagePullService', 'PullImage', { image_url: '', bundle_path: '/x' }), hasCode(Code.INVALID_ARGUMENT, /image_url/));
+    await assert.rejects(tt.call('api.ImagePullService', 'PullImage', { image_url: 'a/b', bundle_path: 'relative' }), hasCode(Code.INVALID_ARGUMENT, /absolute/));
+    await assert.rejects(tt.call('api.ImagePullService', 'PullImage', { image_url: 'UPPER/x', bundle_path: '/tmp/x' }), hasCode(Code.INVALID_ARGUMENT, /bad image reference/));
+    await assert.rejects(tt.call('grpc.Image', 'PullImage', { image: 'a/b', container_id: '../etc', source_creds: '' }), hasCode(Code.INVALID_ARGUMENT, /container id/));
+    await assert.rejects(tt.call('grpc.Image', 'PullImage', { image: 'a/b', container_id: 'c2', source_creds: 'no-colon' }), hasCode(Code.INVALID_ARGUMENT, /source_creds/));
     await assert.rejects(
       tt.call('grpc.Image', 'PullImage', { image: `${reg.host}/api/absent:v1`, container_id: 'c3', source_creds: '' }, { timeoutMs: 30_000 }),
-      ttrpcCode(Code.NOT_FOUND, /not found/),
+      hasCode(Code.NOT_FOUND, /not found/),
     );
     assert.ok(!existsSync(join(work, 'containers', 'c3', 'rootfs')));
     assert.deepEqual(await tt.call('grpc.Health', 'Check', { service: '' }), { status: 'SERVING' });
@@ -218,8 +213,8 @@ describe('image pull API: HTTPS registry with token auth', () => {
     const plain = await startAgent({ config: base.join('\n') });
     try {
       const tt = await plain.ttrpc();
-      await assert.rejects(tt.call('grpc.Image', 'PullImage', { image, container_id: 'anon', source_creds: '' }, { timeoutMs: 30_000 }), ttrpcCode(Code.UNAUTHENTICATED));
-      await assert.rejects(tt.call('grpc.Image', 'PullImage', { image, container_id: 'wrong', source_creds: 'dave:nope' }, { timeoutMs: 30_000 }), ttrpcCode(Code.UNAUTHENTICATED, /token server/));
+      await assert.rejects(tt.call('grpc.Image', 'PullImage', { image, container_id: 'anon', source_creds: '' }, { timeoutMs: 30_000 }), hasCode(Code.UNAUTHENTICATED));
+      await assert.rejects(tt.call('grpc.Image', 'PullImage', { image, container_id: 'wrong', source_creds: 'dave:nope' }, { timeoutMs: 30_000 }), hasCode(Code.UNAUTHENTICATED, /token server/));
       await tt.call('grpc.Image', 'PullImage', { image, container_id: 'creds', source_creds: 'dave:d4ve:secret' }, { timeoutMs: 30_000 });
       assert.equal(readFileSync(join(work, 'containers', 'creds', 'rootfs', 'private'), 'utf8'), 'only with creds\n');
       assert.ok(!plain.stderr().includes('d4ve'), 'credentials never reach the log');

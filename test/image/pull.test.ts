@@ -24,17 +24,12 @@ import { blobGet, manifestGet, startFaultProxy, type FaultProxy } from '../helpe
 import { diffTrees, snapshotTree } from '../helpers/tree.ts';
 import { removeTree } from '../helpers/mounts.ts';
 import { buildImage, buildIndex, buildWithUmoci, compress, OCI_LAYER, sampleLayers, tagInLayout, tarDirectory, umociReferenceRootfs, writeImageFromBlobs, writeTree, pseudoRandom, type BuiltImage } from '../fixtures/images.ts';
+import { hasCode } from '../helpers/assert.ts';
 
 const log = createLogger('silent');
 const HTTP: HttpSettings = { ...DEFAULT_HTTP, retries: 2, backoffMs: 10, maxBackoffMs: 2000, idleTimeoutMs: 2000, lowSpeedBytesPerSec: 50_000, lowSpeedWindowMs: 400 };
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
-const hasCode = (code: number, re?: RegExp) => (e: unknown): boolean => {
-  const err = e as { code?: number; message?: string };
-  assert.equal(err.code, code, `expected code ${code}, got ${err.code}: ${err.message}`);
-  if (re) assert.match(err.message ?? '', re);
-  return true;
-};
 
 describe('pullImage against docker-registry', () => {
   let work: string;

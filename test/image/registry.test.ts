@@ -16,6 +16,7 @@ import { Code } from '../../agent/src/errors.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { blobGet, manifestGet, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts';
 import { buildImage, buildIndex, readBlob, sampleLayers, writeTree, pseudoRandom, type BuiltImage } from '../fixtures/images.ts';
+import { hasCode } from '../helpers/assert.ts';
 
 const log = createLogger('silent');
 const FAST: HttpSettings = { ...DEFAULT_HTTP, retries: 2, backoffMs: 10, maxBackoffMs: 2000, idleTimeoutMs: 2000, lowSpeedBytesPerSec: 20_000, lowSpeedWindowMs: 400 };
@@ -27,12 +28,6 @@ async function collect(it: AsyncIterable<Buffer>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-const hasCode = (code: number, re?: RegExp) => (e: unknown): boolean => {
-  const err = e as { code?: number; message?: string };
-  assert.equal(err.code, code, `expected code ${code}, got ${err.code}: ${err.message}`);
-  if (re) assert.match(err.message ?? '', re);
-  return true;
-};
 
 describe('registry client, plain HTTP registry', () => {
   let work: string;
