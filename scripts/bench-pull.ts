@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { benchImage, type GeneratedLayer, type LayerSpec } from './lib/bench-image.ts';
 import { startRegistry } from './lib/registry.ts';
+import { AGENT_NODE_FLAGS, bundleAgent } from './bundle.ts';
 
 const execFileP = promisify(execFile);
 
@@ -104,16 +105,6 @@ const time = async (fn: () => Promise<void>): Promise<number> => {
   return (performance.now() - t0) / 1000;
 };
 
-/** The CLI as the guest image ships it: one esbuild bundle. */
-async function bundleAgent(): Promise<string> {
-  const out = join(work, 'tee-agent.mjs');
-  await execFileP(join(root, 'node_modules/.bin/esbuild'), [
-    join(root, 'agent/bin/tee-agent.js'), '--bundle', '--platform=node', '--format=esm', '--target=node24', `--outfile=${out}`, '--log-level=warning',
-    "--banner:js=import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
-  ]);
-  return out;
-}
-
 const SOURCE_CLI = { node: [] as string[], script: join(root, 'agent/bin/tee-agent.js') };
 
 /** tee-agent pull under GNU time: wall seconds, peak RSS (KiB) and the agent's JSON line. */
@@ -171,7 +162,8 @@ const total = (ls: readonly GeneratedLayer[]) => ({ c: ls.reduce((s, l) => s + l
 say(`main image: ${mainLayers.length} layers, ${(total(mainLayers).u / 1e6).toFixed(0)} MB uncompressed, ${(total(mainLayers).c / 1e6).toFixed(0)} MB gzip`);
 
 const registry = await startRegistry();
-const guestCli = values['no-bundle'] ? undefined : { node: ['--max-semi-space-size=1'], script: await bundleAgent() };
+// The CLI as the guest image ships it: one esbuild bundle, run with the guest's node flags.
+const guestCli = values['no-bundle'] ? undefined : { node: [...AGENT_NODE_FLAGS], script: await bundleAgent(join(work, 'bundle')) };
 try {
   say(`registry at ${registry.url}; pushing with skopeo`);
   await registry.push(`oci:${layout}:main`, 'bench/main:v1');
@@ -228,7 +220,7 @@ try {
     ...(guestCli
       ? {
           guest_cli: {
-            how: 'esbuild bundle, node --max-semi-space-size=1',
+            how: `esbuild bundle, node ${AGENT_NODE_FLAGS.join(' ')}`,
             median_seconds: +median(g).toFixed(3),
             samples: g.map((x) => +x.toFixed(3)),
             ratio_b: +(median(g) / mb).toFixed(3),

@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bundleAgent } from './bundle.ts';
+import { AGENT_NODE_FLAGS, bundleAgent } from './bundle.ts';
 import { startAgentProcess, grpcCall, type AgentProcess } from './lib/agent-process.ts';
 
 const { values: args } = parseArgs({
@@ -22,7 +22,7 @@ const { values: args } = parseArgs({
 if (args.help) {
   console.log(`Usage: scripts/bench-rpc [--rounds N] [--calls N] [--concurrency N] [--seconds S]
 
-Measures, against one tee-agent daemon (the esbuild bundle the guest runs) and in one run:
+Measures, against one tee-agent daemon (the esbuild bundle, with the node flags the guest uses) and in one run:
   - latency of sequential Health.Check calls (p50/p99) over ttrpc and gRPC (--calls per round)
   - throughput with --concurrency calls in flight for --seconds per round
   - time from spawn to the "ready" log line, median of 5 starts (bundle, and the TypeScript sources)
@@ -83,7 +83,7 @@ const starts: number[] = [];
 const sourceStarts: number[] = [];
 let sourceRss = 0;
 for (let i = 0; i < 5; i++) {
-  const a = await startAgentProcess({ entry: bundle, extraArgs: ['--log-level', 'warn'] });
+  const a = await startAgentProcess({ entry: bundle, nodeArgs: [...AGENT_NODE_FLAGS], extraArgs: ['--log-level', 'warn'] });
   starts.push(a.readyMs);
   await a.stop();
   const s = await startAgentProcess({ extraArgs: ['--log-level', 'warn'] });
@@ -95,7 +95,7 @@ for (let i = 0; i < 5; i++) {
   await s.stop();
 }
 
-const agent: AgentProcess = await startAgentProcess({ entry: bundle, extraArgs: ['--log-level', 'warn'] });
+const agent: AgentProcess = await startAgentProcess({ entry: bundle, nodeArgs: [...AGENT_NODE_FLAGS], extraArgs: ['--log-level', 'warn'] });
 await new Promise((r) => setTimeout(r, 500));
 const rssStart = rssMb(agent.child.pid!);
 const tt = await agent.ttrpc();

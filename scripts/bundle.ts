@@ -8,6 +8,14 @@ import { build } from 'esbuild';
 
 const root = resolve(import.meta.dirname, '..');
 
+/**
+ * Node flags the agent runs with in the guest. A 1 MiB young generation
+ * makes V8 free finished stream buffers at frequent scavenges instead of
+ * letting up to ~64 MB of them wait (pull peak RSS 132-144 MB instead of
+ * 183-217 MB), and keeps the idle daemon small.
+ */
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
+
 export async function bundleAgent(outDir: string): Promise<string> {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
@@ -19,7 +27,9 @@ export async function bundleAgent(outDir: string): Promise<string> {
     platform: 'node',
     format: 'esm',
     target: 'node24',
-    minify: false,
+    minify: true,
+    // Error classes name themselves after their class (errors.ts); keep those names.
+    keepNames: true,
     legalComments: 'none',
     logLevel: 'warning',
     // Some dependencies are CommonJS and call require() for node builtins.

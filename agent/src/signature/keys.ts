@@ -5,7 +5,7 @@
 
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { readKeys, type PublicKey } from 'openpgp';
+import type { PublicKey } from 'openpgp';
 import { parseResourceUri, type KeySource } from '../resource.ts';
 import { PolicyInvalid } from './errors.ts';
 import type { KeySpec } from './policy.ts';
@@ -111,6 +111,8 @@ export function loadGpgKeys(specs: readonly KeySpec[], ctx: KeyContext): Promise
       let keys;
       try {
         // openpgp keeps views into a binary input, so it gets its own copy: ours is zeroed below.
+        // openpgp is large: loaded on the first GPG key, not at agent start.
+        const { readKeys } = await import('openpgp');
         keys = armored ? await readKeys({ armoredKeys: bytes.toString('utf8') }) : await readKeys({ binaryKeys: Uint8Array.from(bytes) });
       } catch {
         throw new PolicyInvalid(`key ${where(spec)}: not an OpenPGP keyring`);

@@ -8,7 +8,6 @@ import { readdir, readFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
-import { parse as parseYaml } from 'yaml';
 import { checkDigest, type ImageReference } from '../image/reference.ts';
 import { RegistriesDInvalid, SignatureStoreUnavailable } from './errors.ts';
 import { scopeCandidates, scopeProblem } from './names.ts';
@@ -59,6 +58,8 @@ export async function loadRegistriesD(dir: string): Promise<RegistriesD> {
   } catch (err) {
     throw new RegistriesDInvalid(`registries.d ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
   }
+  // yaml is loaded with the first registries.d directory, not at agent start.
+  const { parse: parseYaml } = await import('yaml');
   let fallback: { url: Namespace; file: string } | undefined;
   const scopes = new Map<string, { url: Namespace; file: string }>();
   for (const name of names) {

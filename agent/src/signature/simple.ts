@@ -3,7 +3,7 @@
 // payload is read; signing subkeys work, and both the signature's and the
 // key's expiry and revocation are honoured, at signing time and now.
 
-import { readMessage, verify, type PublicKey } from 'openpgp';
+import type { PublicKey } from 'openpgp';
 
 export class SimpleSignatureInvalid extends Error {
   constructor(message: string) {
@@ -22,6 +22,8 @@ export interface VerifiedSimpleSignature {
 const clean = (err: unknown): string => (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 200);
 
 export async function verifySimpleSignature(blob: Uint8Array, keys: readonly PublicKey[], now: Date): Promise<VerifiedSimpleSignature> {
+  // openpgp is large: loaded with the first simple signature, not at agent start.
+  const { readMessage, verify } = await import('openpgp');
   let message;
   try {
     const armored = Buffer.from(blob.subarray(0, 32)).toString('latin1').startsWith('-----BEGIN PGP');
