@@ -15,6 +15,7 @@ import { ctrHmacDecryptStream, ctrHmacEncryptStream } from '../agent/src/crypto/
 import { gcmStreamDecryptStream, gcmStreamEncryptStream, GCM_STREAM_HEADER_BYTES, TAG_BYTES } from '../agent/src/crypto/ciphers/gcm-stream.ts';
 import { createLayerDecryptor, decryptionKeys } from '../agent/src/crypto/index.ts';
 import { OciLayout } from '../agent/src/crypto/oci-layout.ts';
+import { median } from './lib/stats.ts';
 
 const MiB = 1 << 20;
 const { values } = parseArgs({
@@ -46,7 +47,6 @@ if (values['decrypt-layer']) {
 
 const size = Number(values.size) * MiB;
 const runs = Number(values.runs);
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const gbps = (bytes: number, ms: number): number => bytes / ms / 1e6;
 const fmt = (x: number): string => x.toFixed(2);
 const log = (s: string): void => void process.stdout.write(s + '\n');

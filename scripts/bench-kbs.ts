@@ -14,6 +14,7 @@ import { createLogger } from '../agent/src/log.ts';
 import { parseResourceUri } from '../agent/src/resource.ts';
 import { startAgentProcess } from './lib/agent-process.ts';
 import { startDevKbs } from './lib/dev-kbs.ts';
+import { median, quantile } from './lib/stats.ts';
 
 const usage = `Usage: scripts/bench-kbs [options]
 
@@ -50,15 +51,6 @@ if (!Number.isInteger(runs) || runs < 1 || !['ECDH-ES+A256KW-P256', 'ECDH-ES+A25
   process.exit(2);
 }
 
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-};
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 async function time(n: number, fn: () => Promise<unknown>): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < n; i++) {

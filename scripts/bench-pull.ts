@@ -10,6 +10,7 @@ import { parseArgs, promisify } from 'node:util';
 import { benchImage, type GeneratedLayer, type LayerSpec } from './lib/bench-image.ts';
 import { startRegistry } from './lib/registry.ts';
 import { AGENT_NODE_FLAGS, bundleAgent } from './bundle.ts';
+import { median } from './lib/stats.ts';
 
 const execFileP = promisify(execFile);
 
@@ -93,11 +94,6 @@ const BIG: LayerSpec[] = [
   },
 ];
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 const time = async (fn: () => Promise<void>): Promise<number> => {
   const t0 = performance.now();

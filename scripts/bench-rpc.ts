@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AGENT_NODE_FLAGS, bundleAgent } from './bundle.ts';
 import { startAgentProcess, grpcCall, type AgentProcess } from './lib/agent-process.ts';
+import { median, quantile } from './lib/stats.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -36,15 +37,6 @@ const calls = Number(args.calls);
 const concurrency = Number(args.concurrency);
 const seconds = Number(args.seconds);
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-const pct = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
 const rssMb = (pid: number): number => {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
@@ -114,8 +106,8 @@ for (let r = 0; r < rounds; r++) {
   const order: Array<['ttrpc' | 'grpc', Call]> = r % 2 === 0 ? [['ttrpc', viaTtrpc], ['grpc', viaGrpc]] : [['grpc', viaGrpc], ['ttrpc', viaTtrpc]];
   for (const [name, call] of order) {
     const lat = await latency(call);
-    res[name].p50.push(pct(lat, 50));
-    res[name].p99.push(pct(lat, 99));
+    res[name].p50.push(quantile(lat, 0.5));
+    res[name].p99.push(quantile(lat, 0.99));
     res[name].rps.push(await throughput(call));
   }
 }

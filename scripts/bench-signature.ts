@@ -17,6 +17,7 @@ import { buildImage, pseudoRandom, writeTree } from '../test/fixtures/images.ts'
 import { cosignKey, cosignSign } from '../test/fixtures/cosign.ts';
 import { createGpgHome } from '../test/fixtures/gpg.ts';
 import { startStaticServer } from '../test/helpers/static-server.ts';
+import { median } from './lib/stats.ts';
 
 const execFileP = promisify(execFile);
 
@@ -55,11 +56,6 @@ if (!Number.isInteger(runs) || runs < 1) {
   process.exit(2);
 }
 const say = (s: string): void => void process.stderr.write(`bench-signature: ${s}\n`);
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 const work = mkdtempSync(join(tmpdir(), 'bench-signature-'));
 const log = createLogger('warn');

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { median } from './lib/stats.ts';
 
 const usage = `Usage: scripts/bench-unpack [--size GIB] [--runs N] [--dir DIR] [--cache DIR] [--small-share F] [--bundled]
 
@@ -110,10 +111,6 @@ function timeShell(cmd: string): number {
   return (performance.now() - t0) / 1000;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 /** A child that only inflates with node:zlib: the decompression floor of the same library. */
 async function zlibFloor(layer: string): Promise<void> {
