@@ -24,8 +24,8 @@ export interface DeviceEnv {
 
 /** Splits a Linux dev_t (as stat returns it with bigint: true) into "MAJ:MIN". */
 export function devId(rdev: bigint): string {
-  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
-  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & 0xfffff000n);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & 0xffffff00n);
   return `${major}:${minor}`;
 }
 

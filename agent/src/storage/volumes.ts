@@ -221,19 +221,21 @@ export class SecureStorage {
       format = true;
     }
     checkAborted(signal);
-    const key = await this.key(spec.key, signal);
+    let key: Buffer | undefined;
     try {
       if (format) {
+        key = await this.key(spec.key, signal);
         await this.cs.format({ device: rec.device, integrity: spec.integrity, kdf: 'persistent', noWipe: false }, key);
         this.log.info({ device: rec.device, integrity: spec.integrity }, 'formatted persistent LUKS2 volume');
       }
-      // The header on the device is the host's to rewrite; use a private, validated copy.
+      // The header on the device is the host's to rewrite: validate a private copy, then open with that copy.
       await this.cs.headerBackup(rec.device, rec.header);
       await checkHeaderCopy(this.cs, rec.device, rec.header, { integrity: spec.integrity });
       checkAborted(signal);
+      key ??= await this.key(spec.key, signal);
       await this.cs.open({ device: rec.device, name: rec.mapperName, header: rec.header, noJournal: false }, key);
     } finally {
-      key.fill(0);
+      key?.fill(0);
     }
     const mapper = mapperPath(rec.mapperName);
     if (spec.target === 'device') {
