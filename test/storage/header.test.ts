@@ -58,11 +58,13 @@ test('the same header with integrity metadata is accepted when integrity is expe
 });
 
 test('missing integrity is refused when integrity is expected', async () => {
-  await rejected(good.copy, withIntegrity, /keyslot 0 key_size is 64, expected 96/);
-  await rejected(variant('no-integrity-96', (m) => {
-      m.keyslots['0'].key_size = 96;
-      m.keyslots['0'].area.size = '385024';
-    }), withIntegrity, /segment 0 has no integrity, expected hmac\(sha256\)/);
+  await rejected(good.copy, withIntegrity, /segment 0 has no integrity, expected hmac\(sha256\)/);
+  // Integrity in the segment but a keyslot without the HMAC key: inconsistent, refused.
+  await rejected(variant('integrity-64', (m) => (m.segments['0'].integrity = { type: 'hmac(sha256)', journal_encryption: 'none', journal_integrity: 'none' })), withIntegrity, /keyslot 0 key_size is 64, expected 96/);
+  await rejected(variant('integrity-aead', (m) => {
+        addIntegrity(m);
+        m.segments['0'].integrity.type = 'aead';
+      }), withIntegrity, /segment 0 integrity type is "aead", expected "hmac\(sha256\)"/);
 });
 
 test('the cipher_null header swap is refused with a clear error (CVE-2025-59054)', async () => {

@@ -148,23 +148,6 @@ function decode(json: unknown, hdrSize: number, expected: ExpectedVolume): Heade
   const tokens = Object.keys(obj(top.tokens, 'tokens', [], Object.keys(top.tokens ?? {})));
   if (tokens.length > 0) fail(`${tokens.length} token(s) present; this agent never writes any`);
 
-  const keyBytes = (CIPHER_KEY_BITS + (expected.integrity ? INTEGRITY_KEY_BITS : 0)) / 8;
-  const ks = obj(single(top.keyslots, 'keyslots')['0'], 'keyslot 0', ['type', 'key_size', 'af', 'area', 'kdf']);
-  eq(ks.type, 'luks2', 'keyslot 0 type');
-  eq(ks.key_size, keyBytes, 'keyslot 0 key_size');
-  const af = obj(ks.af, 'keyslot 0 af', ['type', 'stripes', 'hash']);
-  eq(af.type, 'luks1', 'keyslot 0 af type');
-  eq(af.stripes, 4000, 'keyslot 0 af stripes');
-  eq(af.hash, 'sha256', 'keyslot 0 af hash');
-  const area = obj(ks.area, 'keyslot 0 area', ['type', 'offset', 'size', 'encryption', 'key_size']);
-  eq(area.type, 'raw', 'keyslot 0 area type');
-  checkCipher(area.encryption, 'keyslot 0 area encryption');
-  eq(area.key_size, CIPHER_KEY_BITS / 8, 'keyslot 0 area key_size');
-  const areaOffset = u64(area.offset, 'keyslot 0 area offset');
-  const areaSize = u64(area.size, 'keyslot 0 area size');
-  if (areaOffset < 2 * hdrSize || areaOffset + areaSize > metadataEnd || areaSize < keyBytes * 4000) fail('keyslot 0 area lies outside the keyslots area');
-  const kdf = checkKdf(ks.kdf);
-
   const seg = obj(single(top.segments, 'segments')['0'], 'segment 0', ['type', 'offset', 'size', 'iv_tweak', 'encryption', 'sector_size'], ['integrity']);
   eq(seg.type, 'crypt', 'segment 0 type');
   checkCipher(seg.encryption, 'segment 0 encryption');
@@ -183,6 +166,23 @@ function decode(json: unknown, hdrSize: number, expected: ExpectedVolume): Heade
   } else if (seg.integrity !== undefined) {
     fail('segment 0 has integrity, expected none');
   }
+
+  const keyBytes = (CIPHER_KEY_BITS + (expected.integrity ? INTEGRITY_KEY_BITS : 0)) / 8;
+  const ks = obj(single(top.keyslots, 'keyslots')['0'], 'keyslot 0', ['type', 'key_size', 'af', 'area', 'kdf']);
+  eq(ks.type, 'luks2', 'keyslot 0 type');
+  eq(ks.key_size, keyBytes, 'keyslot 0 key_size');
+  const af = obj(ks.af, 'keyslot 0 af', ['type', 'stripes', 'hash']);
+  eq(af.type, 'luks1', 'keyslot 0 af type');
+  eq(af.stripes, 4000, 'keyslot 0 af stripes');
+  eq(af.hash, 'sha256', 'keyslot 0 af hash');
+  const area = obj(ks.area, 'keyslot 0 area', ['type', 'offset', 'size', 'encryption', 'key_size']);
+  eq(area.type, 'raw', 'keyslot 0 area type');
+  checkCipher(area.encryption, 'keyslot 0 area encryption');
+  eq(area.key_size, CIPHER_KEY_BITS / 8, 'keyslot 0 area key_size');
+  const areaOffset = u64(area.offset, 'keyslot 0 area offset');
+  const areaSize = u64(area.size, 'keyslot 0 area size');
+  if (areaOffset < 2 * hdrSize || areaOffset + areaSize > metadataEnd || areaSize < keyBytes * 4000) fail('keyslot 0 area lies outside the keyslots area');
+  const kdf = checkKdf(ks.kdf);
 
   const dg = obj(single(top.digests, 'digests')['0'], 'digest 0', ['type', 'keyslots', 'segments', 'hash', 'iterations', 'salt', 'digest']);
   eq(dg.type, 'pbkdf2', 'digest 0 type');

@@ -7,7 +7,8 @@ import { open as openFile, readFile, readlink, rm, stat } from 'node:fs/promises
 import type { Logger } from 'pino';
 import { Cancelled, InvalidArgument } from '../errors.ts';
 import type { KeySource } from '../resource.ts';
-import { Cryptsetup } from './cryptsetup.ts';
+import { Cryptsetup, SECTOR_SIZE } from './cryptsetup.ts';
+import { dmFacts, expectedCipher, type DmFacts } from './dm.ts';
 import { checkUnused, devId, isAllZero, readStart, resolveDevice, type ResolvedDevice } from './device.ts';
 import { DeviceNotEmpty, DeviceNotFound, HeaderRejected, StorageUnavailable, VolumeBusy } from './errors.ts';
 import { processRunner, type Runner } from './exec.ts';
@@ -50,6 +51,8 @@ export interface VolumeFacts {
   /** True when the volume was already set up by an earlier identical call. */
   readonly reused: boolean;
   readonly status: Readonly<Record<string, string>>;
+  /** The device-mapper tables as the kernel runs them. */
+  readonly dm: DmFacts | undefined;
 }
 
 /** Size of an ephemeral detached header: 2 × 16 KiB metadata + 1 MiB keyslots (see luksFormatArgs). */
@@ -126,7 +129,7 @@ export class SecureStorage {
         await this.run.write(ready);
         this.active.set(rec.mountPoint, ready);
         const facts = await this.facts(ready, formatted);
-        this.log.info({ volume: facts }, 'secure volume ready');
+        this.log.debug({ volume: facts }, 'secure volume ready');
         return facts;
       } catch (err) {
         this.active.delete(rec.mountPoint);
@@ -196,6 +199,7 @@ export class SecureStorage {
     } finally {
       key.fill(0);
     }
+    await this.verifyMapping(rec);
     checkAborted(signal);
     if (spec.target === 'fileSystem') {
       await makeExt4(this.runner, mapperPath(rec.mapperName), spec.mkfsOptions, spec.integrity);
@@ -237,6 +241,7 @@ export class SecureStorage {
     } finally {
       key?.fill(0);
     }
+    await this.verifyMapping(rec);
     const mapper = mapperPath(rec.mapperName);
     if (spec.target === 'device') {
       await linkDevice(mapper, rec.mountPoint);
@@ -317,9 +322,25 @@ export class SecureStorage {
     await this.run.remove(rec.mapperName);
   }
 
+  /**
+   * Belt and braces after the header checks: the kernel must run exactly our
+   * cipher at 4096-byte sectors, with the key in the kernel keyring (never as
+   * hex in the dm table).
+   */
+  private async verifyMapping(rec: VolumeRecord): Promise<void> {
+    const dm = await dmFacts(this.runner, rec.mapperName);
+    const want = expectedCipher(rec.integrity);
+    if (!dm || dm.cipher !== want || dm.sectorSize !== SECTOR_SIZE) {
+      throw new HeaderRejected(rec.device, `the opened mapping runs ${dm ? `${dm.cipher} at ${dm.sectorSize}-byte sectors` : 'no crypt target'}, expected ${want} at ${SECTOR_SIZE}`);
+    }
+    if (!dm.keyInKeyring) throw new StorageUnavailable('the kernel keyring is unavailable, so the volume key would sit in the device-mapper table; refusing');
+  }
+
   private async facts(rec: VolumeRecord, formatted: boolean): Promise<VolumeFacts> {
     const status = (await this.cs.status(rec.mapperName)) ?? {};
+    const dm = await dmFacts(this.runner, rec.mapperName);
     return {
+      dm,
       mapperName: rec.mapperName,
       device: rec.device,
       mountPoint: rec.mountPoint,
