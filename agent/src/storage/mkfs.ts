@@ -78,6 +78,8 @@ async function zeroBlocks(device: string, layout: MkfsLayout): Promise<void> {
 /** Creates ext4 on `device` with the caller's mkfs options. */
 export async function makeExt4(runner: Runner, device: string, opts: readonly string[], integrityNoWipe: boolean): Promise<void> {
   if (integrityNoWipe) {
+    // mke2fs probes block 0 for old signatures even in a dry run; make it readable first.
+    await zeroBlocks(device, { blockSize: SECTOR_SIZE, superblocks: [0] });
     const dry = await runChecked(runner, `mkfs.ext4 -n ${device}`, 'mkfs.ext4', ['-F', '-n', ...opts, device]);
     await zeroBlocks(device, parseDryRun(dry.stdout));
   }
