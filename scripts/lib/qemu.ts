@@ -4,7 +4,7 @@
 // connection to a forwarded debug port. Used by scripts/qemu-run, scripts/bench-boot and test/vm/.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -23,6 +23,8 @@ export const GUESTFWD_ADDR = '10.0.2.100';
 /** The agent's listeners in the baked guest config (guest-rootfs/config.toml). */
 export const GUEST_GRPC_PORT = 50000;
 export const GUEST_TTRPC_PORT = 50001;
+/** What init prints on the console when it is up and was told not to start the agent (tee.agent=0). */
+export const NO_AGENT_MARKER = 'tee-init: ready without agent';
 /** The debug shell's guest port (guest-rootfs/init, only with tee.debug_console=1). */
 export const DEBUG_SHELL_PORT = 2222;
 const QEMU = 'qemu-system-x86_64';
@@ -55,7 +57,7 @@ export interface BootOptions {
   initdata?: string;
   /** A root shell per TCP connection to the guest's DEBUG_SHELL_PORT, forwarded to ports.debug (tee.debug_console=1). Tests only. */
   debugConsole?: boolean;
-  /** Start the agent (default true). With false the guest only reaches init's baseline marker. */
+  /** Start the agent (default true). With false, ready is NO_AGENT_MARKER on the console. */
   agent?: boolean;
   accel?: Accel | 'auto';
   memoryMb?: number;
@@ -86,7 +88,7 @@ export interface Vm {
   readonly ports: { readonly grpc: number; readonly ttrpc: number; readonly debug: number | undefined };
   /** Every hostfwd rule, with the host ports actually chosen. */
   readonly hostfwd: ReadonlyArray<{ host: number; guest: number }>;
-  /** Milliseconds from QEMU spawn to the agent answering Health (or to the baseline marker with agent: false). */
+  /** Milliseconds from QEMU spawn to the agent answering Health (or to NO_AGENT_MARKER with agent: false). */
   readonly readyMs: number;
   readonly options: Readonly<BootOptions>;
   /** The full QEMU argument vector, for logs. */
@@ -198,22 +200,11 @@ export async function freePort(): Promise<number> {
 
 const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Read what a file holds beyond `from`, without loading it again. */
-function readFrom(path: string, from: number): Buffer {
-  let fd: number;
+function readText(path: string): string {
   try {
-    fd = openSync(path, 'r');
+    return readFileSync(path, 'utf8');
   } catch {
-    return Buffer.alloc(0);
-  }
-  try {
-    const size = statSync(path).size;
-    if (size <= from) return Buffer.alloc(0);
-    const buf = Buffer.alloc(size - from);
-    readSync(fd, buf, 0, buf.length, from);
-    return buf;
-  } finally {
-    closeSync(fd);
+    return '';
   }
 }
 
@@ -312,7 +303,7 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
     clients.push(c);
     return c;
   };
-  const consoleText = (): string => readFrom(consoleLog, 0).toString('utf8');
+  const consoleText = (): string => readText(consoleLog);
   const fail = async (why: string): Promise<never> => {
     killGroup();
     await exited;
@@ -325,10 +316,10 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
   const timeoutMs = options.bootTimeoutMs ?? (accel === 'tcg' ? 300_000 : 60_000);
   const deadline = t0 + timeoutMs;
   for (;;) {
+    if (options.agent === false && consoleText().includes(NO_AGENT_MARKER)) break;
     if (!running) await fail(`qemu exited (code ${child.exitCode}) before the agent was ready`);
     if (performance.now() > deadline) await fail(`agent not ready after ${timeoutMs} ms`);
     if (options.agent === false) {
-      if (consoleText().includes('tee-init: agent disabled')) break;
       await delay(100);
       continue;
     }
