@@ -13,6 +13,8 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Code } from '../../agent/src/errors.ts';
+import { loadProtos } from '../../agent/src/server/protos.ts';
+import { encodeFrame, FrameReader, FrameType } from '../../agent/src/server/ttrpc/frame.ts';
 import { bootVm, ensureImage, freePort, vmSkipReason, GUESTFWD_ADDR, type Manifest, type Vm } from './helpers.ts';
 
 const skip = vmSkipReason();
@@ -142,6 +144,32 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
     assert.deepEqual(config.process.args, ['/pause']);
     assert.equal(config.root.path, 'rootfs');
     assert.equal((await vm.run('/pause_bundle/rootfs/pause & p=$!; sleep 1; kill -TERM $p; wait $p; echo $?')).trim(), '0');
+  });
+
+  test('the agent serves ttrpc on AF_VSOCK through its socat bridge (guest-local vsock loopback)', async () => {
+    // This host has no vhost-vsock, so the host cannot dial the guest's vsock
+    // port; vsock_loopback lets a guest-local client reach CID 1 instead.
+    const port = 1025;
+    await vm.run(
+      `node /opt/tee-agent/tee-agent.mjs serve --config /etc/tee-agent/config.toml --grpc none --ttrpc vsock://-1:${port} > /run/vsock-agent.log 2>&1 & echo $! > /run/vsock-agent.pid`,
+    );
+    try {
+      await vm.run(`for i in $(seq 1 120); do grep -q '"msg":"ready"' /run/vsock-agent.log && exit 0; sleep 0.5; done; cat /run/vsock-agent.log; exit 1`, { timeoutMs: 90_000 });
+      const { definition, envelope } = loadProtos();
+      const check = definition['grpc.Health'] as Record<string, { requestSerialize(r: object): Buffer; responseDeserialize(b: Buffer): unknown }>;
+      const request = envelope.Request.encode({ service: 'grpc.Health', method: 'Check', payload: check.Check!.requestSerialize({ service: '' }) }).finish();
+      const out = await vm.exec(`socat -t 10 - VSOCK-CONNECT:1:${port}`, { stdin: encodeFrame(1, FrameType.Request, request), timeoutMs: 30_000 });
+      assert.equal(out.code, 0, out.stderr);
+      const frames = [...new FrameReader().push(out.stdoutBytes)];
+      assert.equal(frames.length, 1);
+      const frame = frames[0]!;
+      assert.ok(frame.kind === 'frame' && frame.header.type === FrameType.Response && frame.header.streamId === 1);
+      const res = envelope.Response.decode(frame.data) as unknown as { status?: { code: number }; payload: Uint8Array };
+      assert.equal(res.status?.code ?? 0, Code.OK);
+      assert.deepEqual(check.Check!.responseDeserialize(Buffer.from(res.payload)), { status: 'SERVING' });
+    } finally {
+      await vm.run('kill -TERM $(cat /run/vsock-agent.pid); true');
+    }
   });
 
   test('initdata arrives as a kata-format block device', async () => {
