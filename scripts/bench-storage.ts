@@ -90,7 +90,7 @@ try {
   const disks = [
     { name: 'raw', size: (sizeMiB + 16) << 20 },
     { name: 'crypt', size: (sizeMiB + 16) << 20 },
-    { name: 'integ', size: Math.ceil((sizeMiB * 1.1 + 32) * (1 << 20)) },
+    { name: 'integ', size: Math.ceil(sizeMiB * 1.1 + 32) << 20 },
     { name: 'setup', size: setupGiB * (1 << 30) },
   ];
   for (const d of disks) {
