@@ -7,6 +7,7 @@ import { Code, InvalidArgument } from '../../agent/src/errors.ts';
 import { DeviceNotFound } from '../../agent/src/storage/errors.ts';
 import { isEncryptedBlockStorage, mountEncryptedStorage, secureMountForStorage, storageDevice, type KataStorage } from '../../agent/src/storage/kata.ts';
 import type { SecureMountRequest } from '../../agent/src/storage/options.ts';
+import { KATA_EMPTYDIR_OPTIONS } from '../fixtures/kata.ts';
 import { applyFsGroup } from '../../agent/src/storage/ownership.ts';
 import { parseSecureMount } from '../../agent/src/storage/options.ts';
 
@@ -39,15 +40,7 @@ test('an encrypted emptyDir Storage maps to exactly the SecureMount kata-agent s
   assert.ok(isEncryptedBlockStorage(s));
   assert.deepEqual(secureMountForStorage(s, '254:16', true), {
     volume_type: 'block-device',
-    options: {
-      deviceId: '254:16',
-      sourceType: 'empty',
-      targetType: 'fileSystem',
-      filesystemType: 'ext4',
-      mkfsOpts: '-O ^has_journal -m 0 -i 163840 -I 128',
-      encryptionType: 'luks2',
-      dataIntegrity: 'true',
-    },
+    options: { deviceId: '254:16', ...KATA_EMPTYDIR_OPTIONS, dataIntegrity: 'true' },
     flags: [],
     mount_point: s.mount_point,
   });

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Code, InvalidArgument } from '../../agent/src/errors.ts';
+import { KATA_EMPTYDIR_OPTIONS } from '../fixtures/kata.ts';
 import { parseMkfsOptions, parseSecureMount, type SecureMountRequest } from '../../agent/src/storage/options.ts';
 
 const req = (options: Record<string, string>, extra: Partial<SecureMountRequest> = {}): SecureMountRequest => ({
@@ -21,15 +22,7 @@ const invalid = (r: SecureMountRequest, pattern: RegExp): void => {
 
 test('the exact options kata-agent sends for an encrypted emptyDir', () => {
   const spec = parseSecureMount(
-    req({
-      deviceId: '254:16',
-      sourceType: 'empty',
-      targetType: 'fileSystem',
-      filesystemType: 'ext4',
-      mkfsOpts: '-O ^has_journal -m 0 -i 163840 -I 128',
-      encryptionType: 'luks2',
-      dataIntegrity: 'true',
-    }),
+    req({ deviceId: '254:16', ...KATA_EMPTYDIR_OPTIONS, dataIntegrity: 'true' }),
     false,
   );
   assert.deepEqual(spec, {

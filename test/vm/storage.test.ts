@@ -13,12 +13,13 @@ import * as grpc from '@grpc/grpc-js';
 import { Code } from '../../agent/src/errors.ts';
 import { loadProtos } from '../../agent/src/server/protos.ts';
 import { grpcCall } from '../../scripts/lib/agent-process.ts';
+import { KATA_EMPTYDIR_OPTIONS } from '../fixtures/kata.ts';
 import { nullKeyslot } from '../fixtures/luks2.ts';
 import { bootVm, ensureImage, vmSkipReason, type Vm } from './helpers.ts';
 
 const skip = vmSkipReason();
 const MiB = 1 << 20;
-const KATA_EMPTYDIR = { sourceType: 'empty', targetType: 'fileSystem', filesystemType: 'ext4', mkfsOpts: '-O ^has_journal -m 0 -i 163840 -I 128', encryptionType: 'luks2' };
+const KATA_EMPTYDIR = KATA_EMPTYDIR_OPTIONS;
 const RUN = '/run/tee-agent/storage';
 const B_PORT = 50010;
 
