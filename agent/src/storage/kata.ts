@@ -36,10 +36,15 @@ export function isEncryptedBlockStorage(s: KataStorage): boolean {
   return BLOCK_DRIVERS.has(s.driver) && s.driver_options.includes(EPHEMERAL_ENCRYPTION);
 }
 
-/** The exact SecureMount request kata-agent sends for this Storage, given its device's MAJ:MIN. */
-export function secureMountForStorage(s: KataStorage, deviceId: string, integrity: boolean): SecureMountRequest {
+/** Refuses what kata refuses: not an encrypted blk/scsi Storage, or encryption without create_filesystem. */
+function checkEncryptedStorage(s: KataStorage): void {
   if (!isEncryptedBlockStorage(s)) throw new InvalidArgument(`storage ${s.mount_point} is not an encrypted blk/scsi storage`);
   if (!s.driver_options.includes(CREATE_FILESYSTEM)) throw new InvalidArgument(`${EPHEMERAL_ENCRYPTION} requires ${CREATE_FILESYSTEM} for block storage`);
+}
+
+/** The exact SecureMount request kata-agent sends for this Storage, given its device's MAJ:MIN. */
+export function secureMountForStorage(s: KataStorage, deviceId: string, integrity: boolean): SecureMountRequest {
+  checkEncryptedStorage(s);
   return {
     volume_type: 'block-device',
     options: {
@@ -123,12 +128,11 @@ export type SecureMountFn = (req: SecureMountRequest) => Promise<unknown>;
  * exact upstream options, then apply fsGroup. Returns the mount point.
  */
 export async function mountEncryptedStorage(s: KataStorage, deps: { wait: DeviceWait; integrity: boolean; secureMount: SecureMountFn }): Promise<string> {
-  const request = secureMountForStorage(s, '0:0', deps.integrity); // validates before any device wait
+  checkEncryptedStorage(s); // before waiting for any device
   const path = await storageDevice(s, deps.wait);
   const st = await stat(path, { bigint: true }).catch(() => undefined);
   if (!st?.isBlockDevice()) throw new DeviceNotFound(`${path} is not a block device`);
-  request.options.deviceId = devId(st.rdev);
-  await deps.secureMount(request);
+  await deps.secureMount(secureMountForStorage(s, devId(st.rdev), deps.integrity));
   if (s.fs_group) await applyFsGroup(s.mount_point, s.fs_group, s.options.includes('ro'));
   return s.mount_point;
 }
