@@ -51,9 +51,16 @@ test('an encrypted emptyDir Storage maps to exactly the SecureMount kata-agent s
   assert.equal(spec.source, 'empty');
 });
 
-test('encryption_key=ephemeral without create_filesystem is refused, as kata does; plain storage is not ours', () => {
+test('encryption_key=ephemeral without create_filesystem is refused, as kata does; plain storage is not ours', async () => {
   assert.throws(() => secureMountForStorage(storage({ driver_options: ['encryption_key=ephemeral'] }), '1:1', true), (err: unknown) => err instanceof InvalidArgument && /requires create_filesystem/.test(err.message));
   assert.ok(!isEncryptedBlockStorage(storage({ driver_options: ['create_filesystem'] })));
+  // Refused before waiting for a device that will never appear.
+  const t0 = Date.now();
+  await assert.rejects(
+    mountEncryptedStorage(storage({ driver_options: ['encryption_key=ephemeral'] }), { wait: { sysfs: join(dir, 'nothing'), timeoutMs: 10_000 }, integrity: true, secureMount: async () => assert.fail('not called') }),
+    /requires create_filesystem/,
+  );
+  assert.ok(Date.now() - t0 < 1000);
   assert.ok(!isEncryptedBlockStorage(storage({ driver: 'virtio-fs' })));
 });
 
