@@ -12,6 +12,8 @@ import { healthHandlers } from './health.ts';
 import { imageHandlers } from './image.ts';
 import { openImageService } from './image-service.ts';
 import { keyProviderHandlers } from './keyprovider.ts';
+import { SecureStorage } from '../storage/index.ts';
+import { secureMountHandlers, secureStorageHandlers } from './storage.ts';
 
 export interface Api {
   readonly handlers: Handlers;
@@ -20,9 +22,17 @@ export interface Api {
 }
 
 export async function createApi(config: AgentConfig, log: Logger): Promise<Api> {
-  // attestation.keys is the KeySource for every kbs:/// secret (keyprovider KEKs, policies, auth).
+  // attestation.keys is the KeySource for every kbs:/// secret (keyprovider KEKs, policies, auth, volume keys).
   const attestation = await createAttestation(config, log);
   const image = await openImageService(config, log, attestation.keys);
+  const storage = new SecureStorage({
+    config: config.storage,
+    keys: attestation.keys,
+    sealed: { unseal: (secret, signal) => attestation.unseal(Buffer.from(secret), signal) },
+    log,
+  });
+  // A failed recovery must not keep the agent from serving everything else.
+  await storage.recover().catch((err: unknown) => log.error({ err }, 'secure storage recovery failed'));
   return {
     handlers: {
       'grpc.Health': healthHandlers,
@@ -30,6 +40,8 @@ export async function createApi(config: AgentConfig, log: Logger): Promise<Api> 
       'api.SealedSecretService': sealedSecretHandlers(attestation),
       'attestation_agent.AttestationAgentService': attestationAgentHandlers(attestation),
       'keyprovider.KeyProviderService': keyProviderHandlers(attestation.keys),
+      'api.SecureMountService': secureMountHandlers(storage),
+      'teeagent.SecureStorageService': secureStorageHandlers(storage),
       ...imageHandlers({ puller: image.puller, bundleBase: config.image.bundle_base, createPauseBundle: (path) => createPauseBundle(path, config.image.pause_bundle) }),
     },
     close: async () => {

@@ -195,6 +195,10 @@ export const schema = {
   storage: {
     /** dm-integrity on encrypted volumes (kata agent.secure_storage_integrity). */
     integrity: bool(true),
+    /** tmpfs directory for LUKS2 headers and volume state records (never a disk). */
+    run_dir: str('/run/tee-agent/storage'),
+    /** sysfs mount point: deviceId MAJ:MIN resolves through <sysfs>/dev/block/MAJ:MIN/uevent. */
+    sysfs: str('/sys'),
   },
   proxy: {
     https_proxy: str(''),

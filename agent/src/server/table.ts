@@ -69,6 +69,18 @@ export class ServiceTable {
   }
 }
 
+/**
+ * A handler may attach facts for its request log line under this key of the
+ * response object; encoders only see the message's own fields.
+ */
+export const LOG_FIELDS: unique symbol = Symbol('logFields');
+
+/** Returns `response` with `fields` for the request log line. */
+export function withLogFields<T extends object>(response: T, fields: Record<string, unknown>): T {
+  Object.defineProperty(response, LOG_FIELDS, { value: fields, enumerable: false });
+  return response;
+}
+
 export interface Outcome {
   readonly code: CodeT;
   readonly message: string;
@@ -93,7 +105,8 @@ export async function invoke(method: Method, request: object, ctx: CallContext):
   const level = outcome.code === Code.OK ? method.logLevel : 'warn';
   if (ctx.log.isLevelEnabled(level)) {
     const ms = Math.round((performance.now() - start) * 1000) / 1000;
-    const line = { method: method.path, transport: ctx.transport, ms, status: codeName(outcome.code) };
+    const extra = (outcome.response as { [LOG_FIELDS]?: Record<string, unknown> } | undefined)?.[LOG_FIELDS];
+    const line = { ...extra, method: method.path, transport: ctx.transport, ms, status: codeName(outcome.code) };
     ctx.log[level](outcome.code === Code.OK ? line : { ...line, error: outcome.message }, 'request');
   }
   return outcome;

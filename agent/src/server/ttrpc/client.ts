@@ -57,9 +57,10 @@ export class TtrpcClient {
     socket.on('close', () => fail(new Error('ttrpc connection closed')));
   }
 
-  static connect(path: string): Promise<TtrpcClient> {
+  /** Connect to a unix socket path, or to host:port over TCP (a guest's forwarded port). */
+  static connect(target: string | { host: string; port: number }): Promise<TtrpcClient> {
     return new Promise((resolve, reject) => {
-      const socket = connect(path);
+      const socket = typeof target === 'string' ? connect(target) : connect(target.port, target.host);
       socket.once('connect', () => {
         socket.off('error', reject);
         resolve(new TtrpcClient(socket));
