@@ -7,7 +7,7 @@ import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { bootVm, chooseAccel, DEFAULT_IMAGE_DIR, kvmWorks, NO_AGENT_MARKER, REPO, type Accel, type Vm } from './lib/qemu.ts';
+import { bootVm, buildImage, chooseAccel, DEFAULT_IMAGE_DIR, kvmWorks, NO_AGENT_MARKER, type Accel, type Vm } from './lib/qemu.ts';
 
 const usage = `Usage: scripts/bench-boot [--runs N] [--image DIR] [--accel auto|kvm|tcg] [--memory MIB]
 
@@ -47,8 +47,7 @@ if (!Number.isInteger(runs) || runs < 1 || !Number.isInteger(memoryMb)) {
   process.exit(2);
 }
 
-const build = spawnSync(join(REPO, 'guest-rootfs', 'build'), ['--if-changed', '--out', imageDir], { stdio: 'inherit' });
-if (build.status !== 0) process.exit(1);
+buildImage(imageDir);
 const kernel = join(imageDir, 'vmlinuz');
 
 /** A busybox-only initramfs: mount proc, print the ready marker with uptime, then idle memory after 5 s. */

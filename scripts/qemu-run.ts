@@ -25,6 +25,8 @@ Options:
   --image DIR             guest build directory (default build/guest)
   --kernel FILE           kernel (default DIR/vmlinuz)
   --initrd FILE           initramfs (default DIR/initrd.img)
+  --verity                boot DIR/root.img through DIR/initrd-verity.img with the root hash
+                          in DIR/cmdline-verity (guest-rootfs/build --verity)
   --disk IMG[,serial=S][,ro]
                           extra raw virtio-blk disk (repeatable, /dev/vda, vdb, ... in order)
   --hostfwd HOSTPORT:GUESTPORT
@@ -61,6 +63,7 @@ try {
       image: { type: 'string' },
       kernel: { type: 'string' },
       initrd: { type: 'string' },
+      verity: { type: 'boolean' },
       disk: { type: 'string', multiple: true },
       hostfwd: { type: 'string', multiple: true },
       guestfwd: { type: 'string', multiple: true },
@@ -107,6 +110,7 @@ const vm = await bootVm({
   imageDir: values.image ?? DEFAULT_IMAGE_DIR,
   kernel: values.kernel,
   initrd: values.initrd,
+  verity: values.verity ?? false,
   disks,
   hostfwd: (values.hostfwd ?? []).map((s) => {
     const [host, guest] = pair(s, '--hostfwd');

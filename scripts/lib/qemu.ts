@@ -43,8 +43,12 @@ export interface BootOptions {
   imageDir?: string;
   kernel?: string;
   initrd?: string;
-  /** Base kernel cmdline; default: the image's cmdline file. */
+  /** Base kernel cmdline; default: the image's cmdline file (cmdline-verity with verity). */
   cmdline?: string;
+  /** Boot the dm-verity root disk (guest-rootfs/build --verity): initrd-verity.img checks root.img against the root hash in cmdline-verity. */
+  verity?: boolean;
+  /** With verity: the root disk to attach instead of the image's root.img (e.g. a tampered copy). */
+  rootDisk?: string;
   /** Extra kernel parameters appended after the base and tee.ip. */
   append?: string;
   /** Extra virtio-blk disks, in order: the first is /dev/vda unless initdata comes first. */
@@ -111,6 +115,12 @@ export interface Vm {
   reboot(): Promise<Vm>;
   /** Resolves when QEMU exits. */
   readonly exited: Promise<number | null>;
+}
+
+/** guest-rootfs/build --if-changed --verity into imageDir: a no-op when nothing that decides the bytes changed. */
+export function buildImage(imageDir = DEFAULT_IMAGE_DIR): void {
+  const r = spawnSync(join(REPO, 'guest-rootfs', 'build'), ['--if-changed', '--verity', '--out', imageDir], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) throw new Error(`guest-rootfs/build failed with ${r.status ?? r.signal}`);
 }
 
 // ---- host capabilities ----
@@ -211,9 +221,13 @@ function readText(path: string): string {
 export async function bootVm(options: BootOptions = {}): Promise<Vm> {
   const imageDir = options.imageDir ?? DEFAULT_IMAGE_DIR;
   const kernel = options.kernel ?? join(imageDir, 'vmlinuz');
-  const initrd = options.initrd ?? join(imageDir, 'initrd.img');
-  for (const f of [kernel, initrd]) if (!existsSync(f)) throw new Error(`${f} not found: build the guest with guest-rootfs/build`);
-  const baseCmdline = options.cmdline ?? (existsSync(join(imageDir, 'cmdline')) ? readFileSync(join(imageDir, 'cmdline'), 'utf8').trim() : 'console=ttyS0 quiet panic=-1');
+  const initrd = options.initrd ?? join(imageDir, options.verity ? 'initrd-verity.img' : 'initrd.img');
+  const cmdlineFile = join(imageDir, options.verity ? 'cmdline-verity' : 'cmdline');
+  const rootDisk = options.verity ? (options.rootDisk ?? join(imageDir, 'root.img')) : undefined;
+  for (const f of [kernel, initrd, ...(rootDisk ? [rootDisk, cmdlineFile] : [])]) {
+    if (!existsSync(f)) throw new Error(`${f} not found: build the guest with guest-rootfs/build${options.verity ? ' --verity' : ''}`);
+  }
+  const baseCmdline = options.cmdline ?? (existsSync(cmdlineFile) ? readFileSync(cmdlineFile, 'utf8').trim() : 'console=ttyS0 quiet panic=-1');
   const log = options.log ?? (() => {});
   const accel = chooseAccel(kernel, options.accel);
   const ownWorkDir = options.workDir === undefined;
@@ -260,6 +274,7 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
   args.push('-netdev', netdev.join(','), '-device', 'virtio-net-pci,netdev=n0');
   args.push('-device', 'virtio-rng-pci');
   const disks: Disk[] = (options.disks ?? []).map((d) => (typeof d === 'string' ? { path: d } : d));
+  if (rootDisk) disks.unshift({ path: rootDisk, serial: 'tee-root', readonly: true });
   if (initdataToml) {
     const path = join(workDir, 'initdata.img');
     writeFileSync(path, initdataDevice(initdataToml));
