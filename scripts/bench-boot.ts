@@ -11,9 +11,10 @@ import { bootVm, buildImage, chooseAccel, DEFAULT_IMAGE_DIR, kvmWorks, NO_AGENT_
 
 const usage = `Usage: scripts/bench-boot [--runs N] [--image DIR] [--accel auto|kvm|tcg] [--memory MIB]
 
-Boots the guest image (building it first when its inputs changed) and a
-busybox-only initramfs with the same kernel, alternately, N times each
-(default 3), and reports medians:
+Boots the guest image from its initramfs, the same image from its dm-verity
+root disk, and a busybox-only initramfs with the same kernel, in turn, N
+times each (default 3; the image is built first when its inputs changed),
+and reports medians:
   - boot to ready: QEMU start to the agent answering Health over a forwarded
     port, against QEMU start to the busybox init's ready line (wall clock);
   - guest uptime at ready: kernel start to the agent's ready line (init's
@@ -97,8 +98,8 @@ interface Sample {
   agentRssKib?: number;
 }
 
-async function agentBoot(accel: Accel): Promise<Sample> {
-  const vm: Vm = await bootVm({ imageDir, accel, memoryMb, debugConsole: true });
+async function agentBoot(accel: Accel, verity: boolean): Promise<Sample> {
+  const vm: Vm = await bootVm({ imageDir, accel, memoryMb, debugConsole: true, verity });
   try {
     const con = vm.console();
     const started = uptimeAt(con, /tee-init: starting agent at uptime ([\d.]+)/);
@@ -131,21 +132,27 @@ async function baselineBoot(accel: Accel, initrd: string): Promise<Sample> {
 
 async function bench(accel: Accel, initrd: string): Promise<void> {
   const agent: Sample[] = [];
+  const verity: Sample[] = [];
   const base: Sample[] = [];
   for (let i = 0; i < runs; i++) {
     base.push(await baselineBoot(accel, initrd));
-    agent.push(await agentBoot(accel));
-    process.stderr.write(`bench-boot: ${accel} run ${i + 1}/${runs}: agent ${agent[i]!.wallMs} ms, busybox ${base[i]!.wallMs} ms\n`);
+    agent.push(await agentBoot(accel, false));
+    verity.push(await agentBoot(accel, true));
+    process.stderr.write(`bench-boot: ${accel} run ${i + 1}/${runs}: agent ${agent[i]!.wallMs} ms, agent on verity root ${verity[i]!.wallMs} ms, busybox ${base[i]!.wallMs} ms\n`);
   }
-  const row = (name: string, a: number, b: number, unit: string): string =>
-    `${name.padEnd(34)} ${String(Math.round(a)).padStart(8)} ${unit.padEnd(4)} ${String(Math.round(b)).padStart(8)} ${unit.padEnd(4)} ${(a / b).toFixed(2).padStart(6)}x`;
   const med = (xs: Sample[], k: keyof Sample): number => median(xs.map((s) => s[k] ?? 0));
-  console.log(`\n${accel.toUpperCase()}: ${runs} runs each, medians, ${memoryMb} MiB guest`);
-  console.log(`${''.padEnd(34)} ${'agent'.padStart(13)} ${'busybox'.padStart(13)}  ratio`);
-  console.log(row('QEMU start -> ready (wall)', med(agent, 'wallMs'), med(base, 'wallMs'), 'ms'));
-  console.log(row('kernel start -> ready (guest)', med(agent, 'guestMs'), med(base, 'guestMs'), 'ms'));
-  console.log(row('idle memory used (guest)', med(agent, 'usedKib') / 1024, med(base, 'usedKib') / 1024, 'MiB'));
-  console.log(`${'agent RSS at idle'.padEnd(34)} ${String(Math.round(med(agent, 'agentRssKib') / 1024)).padStart(8)} MiB`);
+  const cell = (v: number, b: number | undefined): string => `${String(Math.round(v)).padStart(7)}${b === undefined ? '        ' : ` (${(v / b).toFixed(2)}x)`}`;
+  const row = (name: string, k: keyof Sample, scale: number, unit: string): string => {
+    const b = k === 'agentRssKib' ? undefined : med(base, k) / scale;
+    const bb = b === undefined ? '      -' : String(Math.round(b)).padStart(7);
+    return `${`${name} (${unit})`.padEnd(34)} ${cell(med(agent, k) / scale, b)} ${cell(med(verity, k) / scale, b)} ${bb}`;
+  };
+  console.log(`\n${accel.toUpperCase()}: ${runs} runs each, medians, ${memoryMb} MiB guest; ratios against the busybox boot`);
+  console.log(`${''.padEnd(34)} ${'initramfs'.padStart(16)} ${'verity root'.padStart(16)} ${'busybox'.padStart(7)}`);
+  console.log(row('QEMU start -> ready, wall', 'wallMs', 1, 'ms'));
+  console.log(row('kernel start -> ready, guest', 'guestMs', 1, 'ms'));
+  console.log(row('idle memory used', 'usedKib', 1024, 'MiB'));
+  console.log(row('agent RSS at idle', 'agentRssKib', 1024, 'MiB'));
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'tee-bench-boot-'));
