@@ -195,6 +195,57 @@ export function initdataMrConfigId(toml: Buffer): Buffer {
   return out;
 }
 
+// ---- QEMU command line ----
+
+export interface QemuPlan {
+  accel: Accel;
+  kernel: string;
+  initrd: string;
+  append: string;
+  memoryMb: number;
+  cpus: number;
+  consoleLog: string;
+  qmpSocket: string;
+  hostfwd: ReadonlyArray<{ host: number; guest: number }>;
+  guestfwd: ReadonlyArray<{ guest: number; host: number }>;
+  disks: readonly Disk[];
+  /** TDX firmware (TDVF); required for accel tdx. */
+  tdvf?: string | undefined;
+  /** TDX MRCONFIGID (48 bytes), from initdata. */
+  mrConfigId?: Buffer | undefined;
+}
+
+/** The QEMU argument vector for a plan: machine and accelerator, direct kernel boot, console, QMP, user net, disks. */
+export function qemuArgs(p: QemuPlan): string[] {
+  const args: string[] = [];
+  if (p.accel === 'tdx') {
+    if (!p.tdvf) throw new Error('TDX needs TDVF firmware (set TEE_TDVF)');
+    const tdx = ['tdx-guest', 'id=tdx0'];
+    if (p.mrConfigId) tdx.push(`mrconfigid=${p.mrConfigId.toString('base64')}`);
+    args.push('-accel', 'kvm', '-cpu', 'host', '-machine', 'q35,kernel_irqchip=split,confidential-guest-support=tdx0,hpet=off', '-object', tdx.join(','), '-bios', p.tdvf);
+  } else if (p.accel === 'kvm') {
+    args.push('-accel', 'kvm', '-cpu', 'host', '-machine', 'q35');
+  } else {
+    args.push('-accel', 'tcg', '-cpu', 'max', '-machine', 'q35');
+  }
+  args.push('-m', String(p.memoryMb), '-smp', String(p.cpus), '-display', 'none', '-nodefaults', '-no-reboot', '-no-user-config');
+  args.push('-kernel', p.kernel, '-initrd', p.initrd, '-append', p.append);
+  args.push('-chardev', `file,id=con,path=${p.consoleLog}`, '-serial', 'chardev:con');
+  args.push('-qmp', `unix:${p.qmpSocket},server=on,wait=off`);
+  // restrict=on: the guest reaches nothing but the forwards, and they bind loopback only.
+  const netdev = ['user', 'id=n0', 'restrict=on', 'net=10.0.2.0/24', 'host=10.0.2.2'];
+  for (const f of p.hostfwd) netdev.push(`hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`);
+  for (const f of p.guestfwd) netdev.push(`guestfwd=tcp:${GUESTFWD_ADDR}:${f.guest}-cmd:socat - TCP:127.0.0.1:${f.host}`);
+  args.push('-netdev', netdev.join(','), '-device', 'virtio-net-pci,netdev=n0');
+  args.push('-device', 'virtio-rng-pci');
+  p.disks.forEach((d, i) => {
+    const drive = [`file=${d.path}`, 'if=none', `id=d${i}`, 'format=raw', 'cache=none', 'aio=threads'];
+    if (d.readonly) drive.push('readonly=on');
+    args.push('-drive', drive.join(','), '-device', `virtio-blk-pci,drive=d${i}${d.serial ? `,serial=${d.serial}` : ''}`);
+  });
+  return args;
+}
+
 // ---- boot ----
 
 export async function freePort(): Promise<number> {
@@ -244,35 +295,12 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
   for (const f of fwd) hostfwd.push({ host: f.host === 0 ? await freePort() : f.host, guest: f.guest });
   const ports = { grpc: hostfwd[0]!.host, ttrpc: hostfwd[1]!.host, debug: options.debugConsole ? hostfwd[hostfwd.length - 1]!.host : undefined };
 
-  const netdev = ['user', 'id=n0', 'restrict=on', 'net=10.0.2.0/24', 'host=10.0.2.2'];
-  for (const f of hostfwd) netdev.push(`hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`);
-  for (const f of options.guestfwd ?? []) netdev.push(`guestfwd=tcp:${GUESTFWD_ADDR}:${f.guest}-cmd:socat - TCP:127.0.0.1:${f.host}`);
-
   const append = [baseCmdline, 'tee.ip=10.0.2.15/24:10.0.2.2'];
   if (options.debugConsole) append.push('tee.debug_console=1');
   if (options.agent === false) append.push('tee.agent=0');
   if (options.append) append.push(options.append);
 
-  const args: string[] = [];
-  const mem = String(options.memoryMb ?? 1024);
-  const cpus = String(options.cpus ?? 2);
-  let initdataToml: Buffer | undefined;
-  if (options.initdata) initdataToml = readFileSync(options.initdata);
-  if (accel === 'tdx') {
-    const tdx = ['tdx-guest', 'id=tdx0'];
-    if (initdataToml) tdx.push(`mrconfigid=${initdataMrConfigId(initdataToml).toString('base64')}`);
-    args.push('-accel', 'kvm', '-cpu', 'host', '-machine', 'q35,kernel_irqchip=split,confidential-guest-support=tdx0,hpet=off', '-object', tdx.join(','), '-bios', tdvfPath()!);
-  } else if (accel === 'kvm') {
-    args.push('-accel', 'kvm', '-cpu', 'host', '-machine', 'q35');
-  } else {
-    args.push('-accel', 'tcg', '-cpu', 'max', '-machine', 'q35');
-  }
-  args.push('-m', mem, '-smp', cpus, '-display', 'none', '-nodefaults', '-no-reboot', '-no-user-config');
-  args.push('-kernel', kernel, '-initrd', initrd, '-append', append.join(' '));
-  args.push('-chardev', `file,id=con,path=${consoleLog}`, '-serial', 'chardev:con');
-  args.push('-qmp', `unix:${qmpSock},server=on,wait=off`);
-  args.push('-netdev', netdev.join(','), '-device', 'virtio-net-pci,netdev=n0');
-  args.push('-device', 'virtio-rng-pci');
+  const initdataToml = options.initdata ? readFileSync(options.initdata) : undefined;
   const disks: Disk[] = (options.disks ?? []).map((d) => (typeof d === 'string' ? { path: d } : d));
   if (rootDisk) disks.unshift({ path: rootDisk, serial: 'tee-root', readonly: true });
   if (initdataToml) {
@@ -280,10 +308,22 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
     writeFileSync(path, initdataDevice(initdataToml));
     disks.unshift({ path, serial: 'initdata', readonly: true });
   }
-  disks.forEach((d, i) => {
-    const drive = [`file=${d.path}`, 'if=none', `id=d${i}`, 'format=raw', 'cache=none', 'aio=threads'];
-    if (d.readonly) drive.push('readonly=on');
-    args.push('-drive', drive.join(','), '-device', `virtio-blk-pci,drive=d${i}${d.serial ? `,serial=${d.serial}` : ''}`);
+  const mem = options.memoryMb ?? 1024;
+  const cpus = options.cpus ?? 2;
+  const args = qemuArgs({
+    accel,
+    kernel,
+    initrd,
+    append: append.join(' '),
+    memoryMb: mem,
+    cpus,
+    consoleLog,
+    qmpSocket: qmpSock,
+    hostfwd,
+    guestfwd: options.guestfwd ?? [],
+    disks,
+    tdvf: accel === 'tdx' ? tdvfPath() : undefined,
+    mrConfigId: accel === 'tdx' && initdataToml ? initdataMrConfigId(initdataToml) : undefined,
   });
   // Only where the host has vhost-vsock: the guest then serves ttrpc on vsock 1024 too.
   if (existsSync('/dev/vhost-vsock') && accel !== 'tcg') args.push('-device', 'vhost-vsock-pci,guest-cid=3');
@@ -364,10 +404,12 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
   };
 
   let stopped: Promise<{ clean: boolean; code: number | null }> | undefined;
+  /** Power button, then up to timeoutMs for the guest to power off; timeoutMs 0 kills at once. */
   const teardown = async (timeoutMs: number): Promise<{ clean: boolean; code: number | null }> => {
     for (const c of clients) c.close();
     let inTime = false;
-    if (running) {
+    if (timeoutMs === 0) killGroup();
+    else if (running) {
       await qmp(qmpSock, 'system_powerdown').catch(() => undefined);
       inTime = await Promise.race([exited.then(() => true), delay(timeoutMs).then(() => false)]);
       if (!inTime) killGroup();
@@ -420,7 +462,6 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
       return stopped;
     },
     async kill() {
-      killGroup();
       stopped ??= teardown(0);
       await stopped;
     },
