@@ -1,7 +1,8 @@
 // Boot the guest image (guest-rootfs/build) under QEMU and drive it from the
 // host: the agent's gRPC and ttrpc ports through user-network hostfwd, host
 // services through guestfwd, and, in test boots, a root shell per TCP
-// connection to a forwarded debug port. Used by scripts/qemu-run, scripts/bench-boot and test/vm/.
+// connection to a forwarded debug port. Used by scripts/qemu-run,
+// scripts/bench-boot and test/vm/.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -10,11 +11,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { parse as parseToml } from 'smol-toml';
-import { loadProtos } from '../../agent/src/server/protos.ts';
 import { TtrpcClient } from '../../agent/src/server/ttrpc/client.ts';
-import { grpcCall } from './agent-process.ts';
+import { grpcCall, grpcClient } from './agent-process.ts';
 
 export const REPO = resolve(new URL('../..', import.meta.url).pathname);
 export const DEFAULT_IMAGE_DIR = join(REPO, 'build', 'guest');
@@ -51,7 +51,7 @@ export interface BootOptions {
   rootDisk?: string;
   /** Extra kernel parameters appended after the base and tee.ip. */
   append?: string;
-  /** Extra virtio-blk disks, in order: the first is /dev/vda unless initdata comes first. */
+  /** Extra virtio-blk disks, in order after the verity root and initdata disks; find them in the guest by serial. */
   disks?: Array<string | Disk>;
   /** Extra TCP forwards host 127.0.0.1:host -> guest :guest (host 0 = a free port). */
   hostfwd?: Array<{ host: number; guest: number }>;
@@ -350,11 +350,7 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
 
   const clients: Array<{ close(): void }> = [];
   const grpcFor = (service: string): grpc.Client => {
-    const pkg = grpc.loadPackageDefinition(loadProtos().definition) as unknown as Record<string, Record<string, grpc.ServiceClientConstructor>>;
-    const i = service.lastIndexOf('.');
-    const Ctor = pkg[service.slice(0, i)]?.[service.slice(i + 1)];
-    if (!Ctor) throw new Error(`no service ${service} in our protos`);
-    const c = new Ctor(`127.0.0.1:${ports.grpc}`, grpc.credentials.createInsecure());
+    const c = grpcClient(service, `127.0.0.1:${ports.grpc}`);
     clients.push(c);
     return c;
   };
