@@ -28,7 +28,8 @@ Options:
   --verity                boot DIR/root.img through DIR/initrd-verity.img with the root hash
                           in DIR/cmdline-verity (guest-rootfs/build --verity)
   --disk IMG[,serial=S][,ro]
-                          extra raw virtio-blk disk (repeatable, /dev/vda, vdb, ... in order)
+                          extra raw virtio-blk disk (repeatable; in order, after the verity
+                          root and initdata disks; the guest sees the serial in /sys/block/vdX/serial)
   --hostfwd HOSTPORT:GUESTPORT
                           host 127.0.0.1:HOSTPORT -> guest port (repeatable; HOSTPORT 0 = free port)
   --guestfwd GUESTPORT:HOSTPORT
