@@ -358,8 +358,11 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
   const fail = async (why: string): Promise<never> => {
     killGroup();
     await exited;
+    process.removeListener('exit', killGroup);
     const tail = consoleText().split('\n').slice(-30).join('\n');
-    throw new Error(`${why}\nqemu: ${QEMU} ${args.join(' ')}\nqemu stderr: ${qemuStderr.trim()}\nconsole (${consoleLog}):\n${tail}`);
+    if (ownWorkDir && !options.keepWorkDir) rmSync(workDir, { recursive: true, force: true });
+    else rmSync(qmpSock, { force: true });
+    throw new Error(`${why}\nqemu: ${QEMU} ${args.join(' ')}\nqemu stderr: ${qemuStderr.trim()}\nconsole tail:\n${tail}`);
   };
 
   // Ready: the agent answers grpc.Health/Check over the forwarded ttrpc port
