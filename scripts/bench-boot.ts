@@ -7,13 +7,14 @@ import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { bootVm, chooseAccel, DEFAULT_IMAGE_DIR, kvmWorks, NO_AGENT_MARKER, REPO, type Accel, type Vm } from './lib/qemu.ts';
+import { bootVm, buildImage, chooseAccel, DEFAULT_IMAGE_DIR, kvmWorks, NO_AGENT_MARKER, type Accel, type Vm } from './lib/qemu.ts';
 
 const usage = `Usage: scripts/bench-boot [--runs N] [--image DIR] [--accel auto|kvm|tcg] [--memory MIB]
 
-Boots the guest image (building it first when its inputs changed) and a
-busybox-only initramfs with the same kernel, alternately, N times each
-(default 3), and reports medians:
+Boots the guest image from its initramfs, the same image from its dm-verity
+root disk, and a busybox-only initramfs with the same kernel, in turn, N
+times each (default 3; the image is built first when its inputs changed),
+and reports medians:
   - boot to ready: QEMU start to the agent answering Health over a forwarded
     port, against QEMU start to the busybox init's ready line (wall clock);
   - guest uptime at ready: kernel start to the agent's ready line (init's
@@ -47,8 +48,7 @@ if (!Number.isInteger(runs) || runs < 1 || !Number.isInteger(memoryMb)) {
   process.exit(2);
 }
 
-const build = spawnSync(join(REPO, 'guest-rootfs', 'build'), ['--if-changed', '--out', imageDir], { stdio: 'inherit' });
-if (build.status !== 0) process.exit(1);
+buildImage(imageDir);
 const kernel = join(imageDir, 'vmlinuz');
 
 /** A busybox-only initramfs: mount proc, print the ready marker with uptime, then idle memory after 5 s. */
@@ -98,8 +98,8 @@ interface Sample {
   agentRssKib?: number;
 }
 
-async function agentBoot(accel: Accel): Promise<Sample> {
-  const vm: Vm = await bootVm({ imageDir, accel, memoryMb, debugConsole: true });
+async function agentBoot(accel: Accel, verity: boolean): Promise<Sample> {
+  const vm: Vm = await bootVm({ imageDir, accel, memoryMb, debugConsole: true, verity });
   try {
     const con = vm.console();
     const started = uptimeAt(con, /tee-init: starting agent at uptime ([\d.]+)/);
@@ -132,21 +132,30 @@ async function baselineBoot(accel: Accel, initrd: string): Promise<Sample> {
 
 async function bench(accel: Accel, initrd: string): Promise<void> {
   const agent: Sample[] = [];
+  const verity: Sample[] = [];
   const base: Sample[] = [];
   for (let i = 0; i < runs; i++) {
     base.push(await baselineBoot(accel, initrd));
-    agent.push(await agentBoot(accel));
-    process.stderr.write(`bench-boot: ${accel} run ${i + 1}/${runs}: agent ${agent[i]!.wallMs} ms, busybox ${base[i]!.wallMs} ms\n`);
+    agent.push(await agentBoot(accel, false));
+    verity.push(await agentBoot(accel, true));
+    process.stderr.write(`bench-boot: ${accel} run ${i + 1}/${runs}: agent ${agent[i]!.wallMs} ms, agent on verity root ${verity[i]!.wallMs} ms, busybox ${base[i]!.wallMs} ms\n`);
   }
-  const row = (name: string, a: number, b: number, unit: string): string =>
-    `${name.padEnd(34)} ${String(Math.round(a)).padStart(8)} ${unit.padEnd(4)} ${String(Math.round(b)).padStart(8)} ${unit.padEnd(4)} ${(a / b).toFixed(2).padStart(6)}x`;
   const med = (xs: Sample[], k: keyof Sample): number => median(xs.map((s) => s[k] ?? 0));
-  console.log(`\n${accel.toUpperCase()}: ${runs} runs each, medians, ${memoryMb} MiB guest`);
-  console.log(`${''.padEnd(34)} ${'agent'.padStart(13)} ${'busybox'.padStart(13)}  ratio`);
-  console.log(row('QEMU start -> ready (wall)', med(agent, 'wallMs'), med(base, 'wallMs'), 'ms'));
-  console.log(row('kernel start -> ready (guest)', med(agent, 'guestMs'), med(base, 'guestMs'), 'ms'));
-  console.log(row('idle memory used (guest)', med(agent, 'usedKib') / 1024, med(base, 'usedKib') / 1024, 'MiB'));
-  console.log(`${'agent RSS at idle'.padEnd(34)} ${String(Math.round(med(agent, 'agentRssKib') / 1024)).padStart(8)} MiB`);
+  // Ratios pair each boot with the busybox boot of the same round, then take the median.
+  const ratio = (xs: Sample[], k: keyof Sample): number => median(xs.map((s, i) => (s[k] ?? 0) / (base[i]![k] ?? 1)));
+  const cell = (xs: Sample[], k: keyof Sample, scale: number, paired: boolean): string =>
+    `${String(Math.round(med(xs, k) / scale)).padStart(7)}${paired ? ` (${ratio(xs, k).toFixed(2)}x)` : '        '}`;
+  const row = (name: string, k: keyof Sample, scale: number, unit: string): string => {
+    const paired = k !== 'agentRssKib';
+    const b = paired ? String(Math.round(med(base, k) / scale)).padStart(7) : '      -';
+    return `${`${name} (${unit})`.padEnd(34)} ${cell(agent, k, scale, paired)} ${cell(verity, k, scale, paired)} ${b}`;
+  };
+  console.log(`\n${accel.toUpperCase()}: ${runs} runs each, medians, ${memoryMb} MiB guest; (ratio) = median of per-round ratios to the busybox boot`);
+  console.log(`${''.padEnd(34)} ${'initramfs'.padStart(16)} ${'verity root'.padStart(16)} ${'busybox'.padStart(7)}`);
+  console.log(row('QEMU start -> ready, wall', 'wallMs', 1, 'ms'));
+  console.log(row('kernel start -> ready, guest', 'guestMs', 1, 'ms'));
+  console.log(row('idle memory used', 'usedKib', 1024, 'MiB'));
+  console.log(row('agent RSS at idle', 'agentRssKib', 1024, 'MiB'));
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'tee-bench-boot-'));

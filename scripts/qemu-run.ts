@@ -25,8 +25,11 @@ Options:
   --image DIR             guest build directory (default build/guest)
   --kernel FILE           kernel (default DIR/vmlinuz)
   --initrd FILE           initramfs (default DIR/initrd.img)
+  --verity                boot DIR/root.img through DIR/initrd-verity.img with the root hash
+                          in DIR/cmdline-verity (guest-rootfs/build --verity)
   --disk IMG[,serial=S][,ro]
-                          extra raw virtio-blk disk (repeatable, /dev/vda, vdb, ... in order)
+                          extra raw virtio-blk disk (repeatable; in order, after the verity
+                          root and initdata disks; the guest sees the serial in /sys/block/vdX/serial)
   --hostfwd HOSTPORT:GUESTPORT
                           host 127.0.0.1:HOSTPORT -> guest port (repeatable; HOSTPORT 0 = free port)
   --guestfwd GUESTPORT:HOSTPORT
@@ -61,6 +64,7 @@ try {
       image: { type: 'string' },
       kernel: { type: 'string' },
       initrd: { type: 'string' },
+      verity: { type: 'boolean' },
       disk: { type: 'string', multiple: true },
       hostfwd: { type: 'string', multiple: true },
       guestfwd: { type: 'string', multiple: true },
@@ -107,6 +111,7 @@ const vm = await bootVm({
   imageDir: values.image ?? DEFAULT_IMAGE_DIR,
   kernel: values.kernel,
   initrd: values.initrd,
+  verity: values.verity ?? false,
   disks,
   hostfwd: (values.hostfwd ?? []).map((s) => {
     const [host, guest] = pair(s, '--hostfwd');

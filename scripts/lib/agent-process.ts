@@ -116,13 +116,9 @@ export async function startAgentProcess(opts: StartOptions = {}): Promise<AgentP
       return c;
     },
     grpc<T extends grpc.Client>(service: string): T {
-      const pkg = grpc.loadPackageDefinition(loadProtos().definition) as unknown as Record<string, Record<string, grpc.ServiceClientConstructor>>;
-      const [ns, name] = [service.slice(0, service.lastIndexOf('.')), service.slice(service.lastIndexOf('.') + 1)];
-      const Ctor = pkg[ns]?.[name];
-      if (!Ctor) throw new Error(`no service ${service}`);
-      const c = new Ctor(`unix:${grpcSocket}`, grpc.credentials.createInsecure());
+      const c = grpcClient<T>(service, `unix:${grpcSocket}`);
       clients.push(c);
-      return c as unknown as T;
+      return c;
     },
     grpcCall<Res>(service: string, method: string, request: object) {
       return grpcCall<Res>(agent.grpc(service), method, request);
@@ -136,6 +132,15 @@ export async function startAgentProcess(opts: StartOptions = {}): Promise<AgentP
     },
   };
   return agent;
+}
+
+/** A dynamic gRPC client for one of our services ("package.Service") at a grpc-js target (unix:PATH, HOST:PORT). */
+export function grpcClient<T extends grpc.Client = grpc.Client>(service: string, target: string): T {
+  const pkg = grpc.loadPackageDefinition(loadProtos().definition) as unknown as Record<string, Record<string, grpc.ServiceClientConstructor>>;
+  const i = service.lastIndexOf('.');
+  const Ctor = pkg[service.slice(0, i)]?.[service.slice(i + 1)];
+  if (!Ctor) throw new Error(`no service ${service}`);
+  return new Ctor(target, grpc.credentials.createInsecure()) as unknown as T;
 }
 
 /** Promise form of a unary gRPC call on a dynamic client. */

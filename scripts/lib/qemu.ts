@@ -1,7 +1,8 @@
 // Boot the guest image (guest-rootfs/build) under QEMU and drive it from the
 // host: the agent's gRPC and ttrpc ports through user-network hostfwd, host
 // services through guestfwd, and, in test boots, a root shell per TCP
-// connection to a forwarded debug port. Used by scripts/qemu-run, scripts/bench-boot and test/vm/.
+// connection to a forwarded debug port. Used by scripts/qemu-run,
+// scripts/bench-boot and test/vm/.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -10,11 +11,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { parse as parseToml } from 'smol-toml';
-import { loadProtos } from '../../agent/src/server/protos.ts';
 import { TtrpcClient } from '../../agent/src/server/ttrpc/client.ts';
-import { grpcCall } from './agent-process.ts';
+import { grpcCall, grpcClient } from './agent-process.ts';
 
 export const REPO = resolve(new URL('../..', import.meta.url).pathname);
 export const DEFAULT_IMAGE_DIR = join(REPO, 'build', 'guest');
@@ -43,11 +43,15 @@ export interface BootOptions {
   imageDir?: string;
   kernel?: string;
   initrd?: string;
-  /** Base kernel cmdline; default: the image's cmdline file. */
+  /** Base kernel cmdline; default: the image's cmdline file (cmdline-verity with verity). */
   cmdline?: string;
+  /** Boot the dm-verity root disk (guest-rootfs/build --verity): initrd-verity.img checks root.img against the root hash in cmdline-verity. */
+  verity?: boolean;
+  /** With verity: the root disk to attach instead of the image's root.img (e.g. a tampered copy). */
+  rootDisk?: string;
   /** Extra kernel parameters appended after the base and tee.ip. */
   append?: string;
-  /** Extra virtio-blk disks, in order: the first is /dev/vda unless initdata comes first. */
+  /** Extra virtio-blk disks, in order after the verity root and initdata disks; find them in the guest by serial. */
   disks?: Array<string | Disk>;
   /** Extra TCP forwards host 127.0.0.1:host -> guest :guest (host 0 = a free port). */
   hostfwd?: Array<{ host: number; guest: number }>;
@@ -111,6 +115,12 @@ export interface Vm {
   reboot(): Promise<Vm>;
   /** Resolves when QEMU exits. */
   readonly exited: Promise<number | null>;
+}
+
+/** guest-rootfs/build --if-changed --verity into imageDir: a no-op when nothing that decides the bytes changed. */
+export function buildImage(imageDir = DEFAULT_IMAGE_DIR): void {
+  const r = spawnSync(join(REPO, 'guest-rootfs', 'build'), ['--if-changed', '--verity', '--out', imageDir], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) throw new Error(`guest-rootfs/build failed with ${r.status ?? r.signal}`);
 }
 
 // ---- host capabilities ----
@@ -185,6 +195,57 @@ export function initdataMrConfigId(toml: Buffer): Buffer {
   return out;
 }
 
+// ---- QEMU command line ----
+
+export interface QemuPlan {
+  accel: Accel;
+  kernel: string;
+  initrd: string;
+  append: string;
+  memoryMb: number;
+  cpus: number;
+  consoleLog: string;
+  qmpSocket: string;
+  hostfwd: ReadonlyArray<{ host: number; guest: number }>;
+  guestfwd: ReadonlyArray<{ guest: number; host: number }>;
+  disks: readonly Disk[];
+  /** TDX firmware (TDVF); required for accel tdx. */
+  tdvf?: string | undefined;
+  /** TDX MRCONFIGID (48 bytes), from initdata. */
+  mrConfigId?: Buffer | undefined;
+}
+
+/** The QEMU argument vector for a plan: machine and accelerator, direct kernel boot, console, QMP, user net, disks. */
+export function qemuArgs(p: QemuPlan): string[] {
+  const args: string[] = [];
+  if (p.accel === 'tdx') {
+    if (!p.tdvf) throw new Error('TDX needs TDVF firmware (set TEE_TDVF)');
+    const tdx = ['tdx-guest', 'id=tdx0'];
+    if (p.mrConfigId) tdx.push(`mrconfigid=${p.mrConfigId.toString('base64')}`);
+    args.push('-accel', 'kvm', '-cpu', 'host', '-machine', 'q35,kernel_irqchip=split,confidential-guest-support=tdx0,hpet=off', '-object', tdx.join(','), '-bios', p.tdvf);
+  } else if (p.accel === 'kvm') {
+    args.push('-accel', 'kvm', '-cpu', 'host', '-machine', 'q35');
+  } else {
+    args.push('-accel', 'tcg', '-cpu', 'max', '-machine', 'q35');
+  }
+  args.push('-m', String(p.memoryMb), '-smp', String(p.cpus), '-display', 'none', '-nodefaults', '-no-reboot', '-no-user-config');
+  args.push('-kernel', p.kernel, '-initrd', p.initrd, '-append', p.append);
+  args.push('-chardev', `file,id=con,path=${p.consoleLog}`, '-serial', 'chardev:con');
+  args.push('-qmp', `unix:${p.qmpSocket},server=on,wait=off`);
+  // restrict=on: the guest reaches nothing but the forwards, and they bind loopback only.
+  const netdev = ['user', 'id=n0', 'restrict=on', 'net=10.0.2.0/24', 'host=10.0.2.2'];
+  for (const f of p.hostfwd) netdev.push(`hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`);
+  for (const f of p.guestfwd) netdev.push(`guestfwd=tcp:${GUESTFWD_ADDR}:${f.guest}-cmd:socat - TCP:127.0.0.1:${f.host}`);
+  args.push('-netdev', netdev.join(','), '-device', 'virtio-net-pci,netdev=n0');
+  args.push('-device', 'virtio-rng-pci');
+  p.disks.forEach((d, i) => {
+    const drive = [`file=${d.path}`, 'if=none', `id=d${i}`, 'format=raw', 'cache=none', 'aio=threads'];
+    if (d.readonly) drive.push('readonly=on');
+    args.push('-drive', drive.join(','), '-device', `virtio-blk-pci,drive=d${i}${d.serial ? `,serial=${d.serial}` : ''}`);
+  });
+  return args;
+}
+
 // ---- boot ----
 
 export async function freePort(): Promise<number> {
@@ -211,9 +272,13 @@ function readText(path: string): string {
 export async function bootVm(options: BootOptions = {}): Promise<Vm> {
   const imageDir = options.imageDir ?? DEFAULT_IMAGE_DIR;
   const kernel = options.kernel ?? join(imageDir, 'vmlinuz');
-  const initrd = options.initrd ?? join(imageDir, 'initrd.img');
-  for (const f of [kernel, initrd]) if (!existsSync(f)) throw new Error(`${f} not found: build the guest with guest-rootfs/build`);
-  const baseCmdline = options.cmdline ?? (existsSync(join(imageDir, 'cmdline')) ? readFileSync(join(imageDir, 'cmdline'), 'utf8').trim() : 'console=ttyS0 quiet panic=-1');
+  const initrd = options.initrd ?? join(imageDir, options.verity ? 'initrd-verity.img' : 'initrd.img');
+  const cmdlineFile = join(imageDir, options.verity ? 'cmdline-verity' : 'cmdline');
+  const rootDisk = options.verity ? (options.rootDisk ?? join(imageDir, 'root.img')) : undefined;
+  for (const f of [kernel, initrd, ...(rootDisk ? [rootDisk, cmdlineFile] : [])]) {
+    if (!existsSync(f)) throw new Error(`${f} not found: build the guest with guest-rootfs/build${options.verity ? ' --verity' : ''}`);
+  }
+  const baseCmdline = options.cmdline ?? (existsSync(cmdlineFile) ? readFileSync(cmdlineFile, 'utf8').trim() : 'console=ttyS0 quiet panic=-1');
   const log = options.log ?? (() => {});
   const accel = chooseAccel(kernel, options.accel);
   const ownWorkDir = options.workDir === undefined;
@@ -230,45 +295,35 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
   for (const f of fwd) hostfwd.push({ host: f.host === 0 ? await freePort() : f.host, guest: f.guest });
   const ports = { grpc: hostfwd[0]!.host, ttrpc: hostfwd[1]!.host, debug: options.debugConsole ? hostfwd[hostfwd.length - 1]!.host : undefined };
 
-  const netdev = ['user', 'id=n0', 'restrict=on', 'net=10.0.2.0/24', 'host=10.0.2.2'];
-  for (const f of hostfwd) netdev.push(`hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`);
-  for (const f of options.guestfwd ?? []) netdev.push(`guestfwd=tcp:${GUESTFWD_ADDR}:${f.guest}-cmd:socat - TCP:127.0.0.1:${f.host}`);
-
   const append = [baseCmdline, 'tee.ip=10.0.2.15/24:10.0.2.2'];
   if (options.debugConsole) append.push('tee.debug_console=1');
   if (options.agent === false) append.push('tee.agent=0');
   if (options.append) append.push(options.append);
 
-  const args: string[] = [];
-  const mem = String(options.memoryMb ?? 1024);
-  const cpus = String(options.cpus ?? 2);
-  let initdataToml: Buffer | undefined;
-  if (options.initdata) initdataToml = readFileSync(options.initdata);
-  if (accel === 'tdx') {
-    const tdx = ['tdx-guest', 'id=tdx0'];
-    if (initdataToml) tdx.push(`mrconfigid=${initdataMrConfigId(initdataToml).toString('base64')}`);
-    args.push('-accel', 'kvm', '-cpu', 'host', '-machine', 'q35,kernel_irqchip=split,confidential-guest-support=tdx0,hpet=off', '-object', tdx.join(','), '-bios', tdvfPath()!);
-  } else if (accel === 'kvm') {
-    args.push('-accel', 'kvm', '-cpu', 'host', '-machine', 'q35');
-  } else {
-    args.push('-accel', 'tcg', '-cpu', 'max', '-machine', 'q35');
-  }
-  args.push('-m', mem, '-smp', cpus, '-display', 'none', '-nodefaults', '-no-reboot', '-no-user-config');
-  args.push('-kernel', kernel, '-initrd', initrd, '-append', append.join(' '));
-  args.push('-chardev', `file,id=con,path=${consoleLog}`, '-serial', 'chardev:con');
-  args.push('-qmp', `unix:${qmpSock},server=on,wait=off`);
-  args.push('-netdev', netdev.join(','), '-device', 'virtio-net-pci,netdev=n0');
-  args.push('-device', 'virtio-rng-pci');
+  const initdataToml = options.initdata ? readFileSync(options.initdata) : undefined;
   const disks: Disk[] = (options.disks ?? []).map((d) => (typeof d === 'string' ? { path: d } : d));
+  if (rootDisk) disks.unshift({ path: rootDisk, serial: 'tee-root', readonly: true });
   if (initdataToml) {
     const path = join(workDir, 'initdata.img');
     writeFileSync(path, initdataDevice(initdataToml));
     disks.unshift({ path, serial: 'initdata', readonly: true });
   }
-  disks.forEach((d, i) => {
-    const drive = [`file=${d.path}`, 'if=none', `id=d${i}`, 'format=raw', 'cache=none', 'aio=threads'];
-    if (d.readonly) drive.push('readonly=on');
-    args.push('-drive', drive.join(','), '-device', `virtio-blk-pci,drive=d${i}${d.serial ? `,serial=${d.serial}` : ''}`);
+  const mem = options.memoryMb ?? 1024;
+  const cpus = options.cpus ?? 2;
+  const args = qemuArgs({
+    accel,
+    kernel,
+    initrd,
+    append: append.join(' '),
+    memoryMb: mem,
+    cpus,
+    consoleLog,
+    qmpSocket: qmpSock,
+    hostfwd,
+    guestfwd: options.guestfwd ?? [],
+    disks,
+    tdvf: accel === 'tdx' ? tdvfPath() : undefined,
+    mrConfigId: accel === 'tdx' && initdataToml ? initdataMrConfigId(initdataToml) : undefined,
   });
   // Only where the host has vhost-vsock: the guest then serves ttrpc on vsock 1024 too.
   if (existsSync('/dev/vhost-vsock') && accel !== 'tcg') args.push('-device', 'vhost-vsock-pci,guest-cid=3');
@@ -295,11 +350,7 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
 
   const clients: Array<{ close(): void }> = [];
   const grpcFor = (service: string): grpc.Client => {
-    const pkg = grpc.loadPackageDefinition(loadProtos().definition) as unknown as Record<string, Record<string, grpc.ServiceClientConstructor>>;
-    const i = service.lastIndexOf('.');
-    const Ctor = pkg[service.slice(0, i)]?.[service.slice(i + 1)];
-    if (!Ctor) throw new Error(`no service ${service} in our protos`);
-    const c = new Ctor(`127.0.0.1:${ports.grpc}`, grpc.credentials.createInsecure());
+    const c = grpcClient(service, `127.0.0.1:${ports.grpc}`);
     clients.push(c);
     return c;
   };
@@ -307,8 +358,11 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
   const fail = async (why: string): Promise<never> => {
     killGroup();
     await exited;
+    process.removeListener('exit', killGroup);
     const tail = consoleText().split('\n').slice(-30).join('\n');
-    throw new Error(`${why}\nqemu: ${QEMU} ${args.join(' ')}\nqemu stderr: ${qemuStderr.trim()}\nconsole (${consoleLog}):\n${tail}`);
+    if (ownWorkDir && !options.keepWorkDir) rmSync(workDir, { recursive: true, force: true });
+    else rmSync(qmpSock, { force: true });
+    throw new Error(`${why}\nqemu: ${QEMU} ${args.join(' ')}\nqemu stderr: ${qemuStderr.trim()}\nconsole tail:\n${tail}`);
   };
 
   // Ready: the agent answers grpc.Health/Check over the forwarded ttrpc port
@@ -349,10 +403,12 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
   };
 
   let stopped: Promise<{ clean: boolean; code: number | null }> | undefined;
+  /** Power button, then up to timeoutMs for the guest to power off; timeoutMs 0 kills at once. */
   const teardown = async (timeoutMs: number): Promise<{ clean: boolean; code: number | null }> => {
     for (const c of clients) c.close();
     let inTime = false;
-    if (running) {
+    if (timeoutMs === 0) killGroup();
+    else if (running) {
       await qmp(qmpSock, 'system_powerdown').catch(() => undefined);
       inTime = await Promise.race([exited.then(() => true), delay(timeoutMs).then(() => false)]);
       if (!inTime) killGroup();
@@ -405,7 +461,6 @@ export async function bootVm(options: BootOptions = {}): Promise<Vm> {
       return stopped;
     },
     async kill() {
-      killGroup();
       stopped ??= teardown(0);
       await stopped;
     },

@@ -80,6 +80,17 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
     return dev;
   };
 
+  test('the debug shell: exit code, stdout and stderr apart, binary files both ways', async () => {
+    const r = await vm.exec('echo out; echo err >&2; exit 3');
+    assert.deepEqual({ code: r.code, stdout: r.stdout, stderr: r.stderr }, { code: 3, stdout: 'out\n', stderr: 'err\n' });
+    const bytes = Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 7) & 0xff));
+    await vm.writeFile('/run/vm-test.bin', bytes, 0o600);
+    assert.ok((await vm.readFile('/run/vm-test.bin')).equals(bytes));
+    assert.equal((await vm.run('stat -c %a /run/vm-test.bin')).trim(), '600');
+    // The guest's own timeout ends a hung command.
+    assert.equal((await vm.exec('sleep 30', { timeoutMs: 1000 })).code, 143);
+  });
+
   test('Health over ttrpc through the forwarded port', async () => {
     const c = await vm.ttrpc();
     assert.deepEqual(await c.call('grpc.Health', 'Check', { service: '' }), { status: 'SERVING' });

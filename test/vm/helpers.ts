@@ -3,13 +3,13 @@
 // down. The QEMU side lives in scripts/lib/qemu.ts (shared with
 // scripts/qemu-run and scripts/bench-boot).
 
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_IMAGE_DIR, REPO, qemuAvailable } from '../../scripts/lib/qemu.ts';
+import { buildImage, DEFAULT_IMAGE_DIR, qemuAvailable } from '../../scripts/lib/qemu.ts';
 
 export {
   bootVm,
+  buildImage,
   freePort,
   initdataDevice,
   initdataMrConfigId,
@@ -33,6 +33,11 @@ export interface Manifest {
   cmdline: { file: string; text: string; sha384: string };
   agent: { version: string; bundle_sha384: string; bundle_bytes: number };
   node: { version: string; sha384: string; bytes: number };
+  verity?: {
+    root: { file: string; root_hash: string; hash_offset: number; sha384: string; bytes: number };
+    initrd: { file: string; sha384: string; bytes: number };
+    cmdline: { file: string; text: string; sha384: string };
+  };
 }
 
 /**
@@ -44,9 +49,8 @@ export function vmSkipReason(): string | undefined {
   return q.ok ? undefined : q.reason;
 }
 
-/** Build the guest image unless its inputs are unchanged (guest-rootfs/build --if-changed). */
+/** Build the guest image (with its dm-verity disk) unless its inputs are unchanged, and return its manifest. */
 export function ensureImage(imageDir = DEFAULT_IMAGE_DIR): Manifest {
-  const r = spawnSync(join(REPO, 'guest-rootfs', 'build'), ['--if-changed', '--out', imageDir], { stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status !== 0) throw new Error(`guest-rootfs/build failed with ${r.status ?? r.signal}`);
+  buildImage(imageDir);
   return JSON.parse(readFileSync(join(imageDir, 'manifest.json'), 'utf8')) as Manifest;
 }
