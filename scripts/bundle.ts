@@ -1,7 +1,7 @@
 // Bundle the agent into one ESM file for the guest image: no node_modules
 // tree, protos/ copied beside it (the agent loads them at start).
 
-import { cpSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { cpSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
@@ -36,13 +36,15 @@ export async function bundleAgent(outDir: string): Promise<string> {
     banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
   });
   cpSync(join(root, 'protos'), join(outDir, 'protos'), { recursive: true });
+  // For the guest's init, which starts the agent with these.
+  writeFileSync(join(outDir, 'node-flags'), AGENT_NODE_FLAGS.join(' ') + '\n');
   return outfile;
 }
 
 if (import.meta.main) {
   const { values } = parseArgs({ options: { out: { type: 'string', default: join(root, 'build/agent') }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
-    console.log('Usage: scripts/bundle [--out DIR]\n\nWrites DIR/tee-agent.mjs (the agent and its dependencies in one file) and DIR/protos/.\nDefault DIR: build/agent. Run it with: node DIR/tee-agent.mjs serve ...');
+    console.log('Usage: scripts/bundle [--out DIR]\n\nWrites DIR/tee-agent.mjs (the agent and its dependencies in one file), DIR/protos/ and\nDIR/node-flags. Default DIR: build/agent. Run it with: node $(cat DIR/node-flags) DIR/tee-agent.mjs serve ...');
     process.exit(0);
   }
   const file = await bundleAgent(resolve(values.out));
