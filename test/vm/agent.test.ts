@@ -17,7 +17,7 @@ import { buildImage, sampleLayers } from '../fixtures/images.ts';
 import { runCli } from '../helpers/cli.ts';
 import { startKbs, type TestKbs } from '../helpers/kbs.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
-import { bootVm, ensureImage, vmSkipReason, GUESTFWD_ADDR, type Manifest, type Vm } from './helpers.ts';
+import { bootVm, ensureImage, startGuestAgent, vmSkipReason, GUESTFWD_ADDR, type Manifest, type Vm } from './helpers.ts';
 
 const skip = vmSkipReason();
 if (skip) process.stdout.write(`SKIP: VM suite: qemu is unusable here: ${skip}\n`);
@@ -137,26 +137,13 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
   test('pull a plain and an encrypted multi-layer image from the host registry; the KEK from the dev KBS after sample attestation', async () => {
     // The agent init started is configured for kata's sockets; this one, started the same way from the same
     // bundle, adds what only this test needs: the plain-HTTP test registry and the dev KBS behind guestfwd.
-    const conf = [
-      '[listen]',
-      `grpc = ["tcp://0.0.0.0:${PULL_AGENT_PORT}"]`,
-      'ttrpc = []',
-      '[kbc]',
-      'name = "cc_kbc"',
-      `url = "http://${GUESTFWD_ADDR}:${KBS_PORT}"`,
-      '[attestation]',
-      'eventlog_path = "/run/pull-agent/eventlog"',
-      '[image]',
-      'work_dir = "/run/pull-agent/image"',
-      'bundle_base = "/run/pull-agent/containers"',
-      '[registry]',
-      `insecure = ["${GUESTFWD_ADDR}:${REGISTRY_PORT}"]`,
-      '[storage]',
-      'run_dir = "/run/pull-agent/storage"',
-    ].join('\n');
-    await vm.writeFile('/run/pull-agent.toml', conf);
-    await vm.run('mkdir -p /run/pull-agent && (setsid node $(cat /opt/tee-agent/node-flags) /opt/tee-agent/tee-agent.mjs serve --config /run/pull-agent.toml >/run/pull-agent.log 2>&1 & echo $! >/run/pull-agent.pid)');
-    await vm.run(`for i in $(seq 1 240); do grep -q '"msg":"ready"' /run/pull-agent.log && exit 0; sleep 0.5; done; cat /run/pull-agent.log; exit 1`, { timeoutMs: 150_000 });
+    const agent = await startGuestAgent(vm, 'pull-agent', {
+      listen: { grpc: [`tcp://0.0.0.0:${PULL_AGENT_PORT}`], ttrpc: [] },
+      kbc: { name: 'cc_kbc', url: `http://${GUESTFWD_ADDR}:${KBS_PORT}` },
+      attestation: { eventlog_path: '/run/pull-agent/eventlog' },
+      image: { bundle_base: '/run/pull-agent/containers' },
+      registry: { insecure: [`${GUESTFWD_ADDR}:${REGISTRY_PORT}`] },
+    });
     const port = vm.hostfwd.find((f) => f.guest === PULL_AGENT_PORT)!.host;
     const client = grpcClient('grpc.Image', `127.0.0.1:${port}`);
     try {
@@ -176,7 +163,7 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
     const profile = createHash('sha256').update('export X=1\n').digest('hex');
     assert.match(plain, new RegExp(`^${profile}  ./home/user/.profile$`, 'm'));
     assert.match(await vm.run('grep " /run/pull-agent/containers/vm-enc/rootfs " /proc/mounts'), /^overlay /, 'the bundle is an overlay of the layer directories');
-    await vm.run('kill $(cat /run/pull-agent.pid); true');
+    await agent.stop();
   });
 
   test('the image carries the agent bundle, its runtime and the pause bundle', async () => {
@@ -203,11 +190,8 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
     // This host has no vhost-vsock, so the host cannot dial the guest's vsock
     // port; vsock_loopback lets a guest-local client reach CID 1 instead.
     const port = 1025;
-    await vm.run(
-      `node /opt/tee-agent/tee-agent.mjs serve --config /etc/tee-agent/config.toml --grpc none --ttrpc vsock://-1:${port} > /run/vsock-agent.log 2>&1 & echo $! > /run/vsock-agent.pid`,
-    );
+    const agent = await startGuestAgent(vm, 'vsock-agent', {}, `--grpc none --ttrpc vsock://-1:${port}`);
     try {
-      await vm.run(`for i in $(seq 1 120); do grep -q '"msg":"ready"' /run/vsock-agent.log && exit 0; sleep 0.5; done; cat /run/vsock-agent.log; exit 1`, { timeoutMs: 90_000 });
       const { definition, envelope } = loadProtos();
       const check = definition['grpc.Health'] as Record<string, { requestSerialize(r: object): Buffer; responseDeserialize(b: Buffer): unknown }>;
       const request = envelope.Request.encode({ service: 'grpc.Health', method: 'Check', payload: check.Check!.requestSerialize({ service: '' }) }).finish();
@@ -221,7 +205,7 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
       assert.equal(res.status?.code ?? 0, Code.OK);
       assert.deepEqual(check.Check!.responseDeserialize(Buffer.from(res.payload)), { status: 'SERVING' });
     } finally {
-      await vm.run('kill -TERM $(cat /run/vsock-agent.pid); true');
+      await agent.stop();
     }
   });
 

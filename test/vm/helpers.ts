@@ -5,7 +5,8 @@
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildImage, DEFAULT_IMAGE_DIR, qemuAvailable } from '../../scripts/lib/qemu.ts';
+import { stringify as stringifyToml } from 'smol-toml';
+import { buildImage, DEFAULT_IMAGE_DIR, qemuAvailable, type Vm } from '../../scripts/lib/qemu.ts';
 
 export {
   bootVm,
@@ -53,4 +54,26 @@ export function vmSkipReason(): string | undefined {
 export function ensureImage(imageDir = DEFAULT_IMAGE_DIR): Manifest {
   buildImage(imageDir);
   return JSON.parse(readFileSync(join(imageDir, 'manifest.json'), 'utf8')) as Manifest;
+}
+
+/**
+ * Another agent in the guest, from the image's bundle and node flags, with a
+ * test config of its own (/run/<name>.toml). Its layer store and volume
+ * records default to /run/<name>/, since those of the agent init started are
+ * locked and in use. Resolves once it logs "ready".
+ */
+export async function startGuestAgent(
+  vm: Vm,
+  name: string,
+  config: Record<string, Record<string, unknown>>,
+  args = '',
+): Promise<{ log(): Promise<string>; stop(signal?: 'TERM' | 'KILL'): Promise<void> }> {
+  const merged = { ...config, image: { work_dir: `/run/${name}/image`, ...config.image }, storage: { run_dir: `/run/${name}/storage`, ...config.storage } };
+  await vm.writeFile(`/run/${name}.toml`, stringifyToml(merged));
+  await vm.run(`rm -f /run/${name}.log; mkdir -p /run/${name} && (setsid node $(cat /opt/tee-agent/node-flags) /opt/tee-agent/tee-agent.mjs serve --config /run/${name}.toml ${args} >/run/${name}.log 2>&1 & echo $! >/run/${name}.pid)`);
+  await vm.run(`for i in $(seq 1 300); do grep -q '"msg":"ready"' /run/${name}.log && exit 0; sleep 0.5; done; cat /run/${name}.log; exit 1`, { timeoutMs: 180_000 });
+  return {
+    log: () => vm.run(`cat /run/${name}.log`),
+    stop: async (signal = 'TERM') => void (await vm.run(`kill -${signal} $(cat /run/${name}.pid); true`)),
+  };
 }

@@ -15,7 +15,8 @@ import { loadProtos } from '../../agent/src/server/protos.ts';
 import { grpcCall } from '../../scripts/lib/agent-process.ts';
 import { KATA_EMPTYDIR_OPTIONS } from '../fixtures/kata.ts';
 import { nullKeyslot } from '../fixtures/luks2.ts';
-import { bootVm, ensureImage, vmSkipReason, type Vm } from './helpers.ts';
+import { startKbs, type TestKbs } from '../helpers/kbs.ts';
+import { bootVm, ensureImage, startGuestAgent, vmSkipReason, GUESTFWD_ADDR, type Vm } from './helpers.ts';
 
 const skip = vmSkipReason();
 const MiB = 1 << 20;
@@ -110,6 +111,9 @@ function findLuksHeader(file: string): number {
 describe('secure storage in the guest', { skip: skip ? `qemu is unusable here: ${skip}` : false, timeout: 12 * 60_000 }, () => {
   let vm: Vm;
   let dir: string;
+  // Volume keys live in the dev KBS on the host; the guest's agent attests (sample) and fetches them through guestfwd.
+  let kbs: TestKbs;
+  const KBS_PORT = 8081;
   const img = (name: string) => join(dir, `${name}.img`);
   const pvKey = randomBytes(32);
   const disks: Array<[string, number]> = [
@@ -128,20 +132,30 @@ describe('secure storage in the guest', { skip: skip ? `qemu is unusable here: $
       writeFileSync(img(name), name === 'junk' ? randomBytes(size) : '');
       if (name !== 'junk') truncateSync(img(name), size);
     }
-    vm = await bootVm({ debugConsole: true, disks: disks.map(([name]) => ({ path: img(name), serial: name })), hostfwd: [{ host: 0, guest: B_PORT }], workDir: join(dir, 'vm'), keepWorkDir: true });
+    kbs = await startKbs({ resources: { 'default/luks/pv': pvKey, 'default/luks/wrong': randomBytes(32) } });
+    vm = await bootVm({
+      debugConsole: true,
+      disks: disks.map(([name]) => ({ path: img(name), serial: name })),
+      hostfwd: [{ host: 0, guest: B_PORT }],
+      guestfwd: [{ guest: KBS_PORT, host: kbs.port }],
+      // As kata passes the KBS to the guest.
+      append: `agent.aa_kbc_params=cc_kbc::http://${GUESTFWD_ADDR}:${KBS_PORT}`,
+      workDir: join(dir, 'vm'),
+      keepWorkDir: true,
+    });
     process.stdout.write(`# guest booted (${vm.accel}) in ${vm.readyMs} ms\n`);
     await guestSetup();
   });
 
   after(async () => {
     await vm?.kill();
+    await kbs?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  /** Per boot: the pattern checker and the offline key store (both live in guest memory). */
+  /** Per boot: the pattern checker (it lives in guest memory). */
   async function guestSetup(): Promise<void> {
     await vm.writeFile('/tmp/pattern.js', PATTERN_JS);
-    await vm.writeFile('/etc/aa-offline_fs_kbc-keys.json', JSON.stringify({ 'default/luks/pv': pvKey.toString('base64'), 'default/luks/wrong': randomBytes(32).toString('base64') }), 0o600);
   }
 
   const disk = async (serial: string): Promise<{ dev: string; id: string }> => {
@@ -292,20 +306,12 @@ describe('secure storage in the guest', { skip: skip ? `qemu is unusable here: $
     const crash2 = await disk('crash2');
     const bRun = '/run/b-storage';
     const port = vm.hostfwd.find((f) => f.guest === B_PORT)!.host;
-    await vm.writeFile('/tmp/b.toml', `[listen]\ngrpc = ["tcp://0.0.0.0:${B_PORT}"]\nttrpc = []\n[storage]\nrun_dir = "${bRun}"\n`);
-    const startB = async (): Promise<void> => {
-      await vm.run('(setsid node /opt/tee-agent/tee-agent.mjs serve --config /tmp/b.toml >/tmp/b.log 2>&1 & echo $! >/tmp/b.pid)');
-      for (let i = 0; ; i++) {
-        if ((await vm.exec('grep -q \'"msg":"ready"\' /tmp/b.log')).code === 0) return;
-        if (i > 240) throw new Error(`second agent not ready:\n${await vm.run('cat /tmp/b.log')}`);
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    };
-    await startB();
+    const startB = () => startGuestAgent(vm, 'b-agent', { listen: { grpc: [`tcp://0.0.0.0:${B_PORT}`], ttrpc: [] }, storage: { run_dir: bRun } });
+    const b = await startB();
     await secureMount({ ...KATA_EMPTYDIR, deviceId: crash.id, dataIntegrity: 'true' }, '/run/crash', port);
     const adopted = await mapperOf('/run/crash');
     await vm.run('echo survives > /run/crash/f && sync');
-    await vm.run('kill -9 $(cat /tmp/b.pid)');
+    await b.stop('KILL');
     // A set-up the crash interrupted: its mapping is open, its record still says "setup".
     await vm.run(
       [
@@ -320,8 +326,8 @@ describe('secure storage in the guest', { skip: skip ? `qemu is unusable here: $
       `${bRun}/volumes/halfdone.json`,
       JSON.stringify({ version: 1, mapperName: 'halfdone', device: crash2.dev, deviceId: crash2.id, mountPoint: '/run/halfdone', target: 'fileSystem', header: `${bRun}/headers/halfdone.header`, ephemeral: true, integrity: false, phase: 'setup' }),
     );
-    await startB();
-    assert.match(await vm.run('cat /tmp/b.log'), new RegExp(`"adopted":\\["${adopted}"\\],"cleaned":\\["halfdone"\\]`));
+    const b2 = await startB();
+    assert.match(await b2.log(), new RegExp(`"adopted":\\["${adopted}"\\],"cleaned":\\["halfdone"\\]`));
     assert.doesNotMatch(await vm.run('ls /dev/mapper'), /halfdone/);
     assert.deepEqual((await vm.run(`ls ${bRun}/headers`)).trim(), `${adopted}.header`);
     assert.equal((await vm.run('cat /run/crash/f')).trim(), 'survives');
@@ -329,7 +335,7 @@ describe('secure storage in the guest', { skip: skip ? `qemu is unusable here: $
     await secureMount({ ...KATA_EMPTYDIR, deviceId: crash.id, dataIntegrity: 'true' }, '/run/crash', port);
     assert.deepEqual(await secureUnmount('/run/crash', port), { unmounted: true });
     assert.doesNotMatch(await vm.run('ls /dev/mapper'), new RegExp(adopted));
-    await vm.run('kill $(cat /tmp/b.pid)');
+    await b2.stop();
   });
 
   test('after a reboot the persistent volume opens with its KBS key, data intact', async () => {
@@ -340,6 +346,8 @@ describe('secure storage in the guest', { skip: skip ? `qemu is unusable here: $
     await secureMount({ devicePath: '/dev/tee/data', encryptionType: 'luks2', key: 'kbs:///default/luks/pv', dataIntegrity: 'true' }, '/run/pv');
     assert.deepEqual(await check('/run/pv/data', 2, 'persistent'), { ok: 512, bad: 0, eio: 0, errors: [] });
     assert.match(vm.console(), /"device":"\/dev\/mapper\/tee-data","mountPoint":"\/run\/pv","ephemeral":false,"formatted":false/);
+    assert.equal(kbs.stats.attest, 2, 'one attestation per boot');
+    assert.ok(!vm.console().includes(pvKey.toString('base64')) && !vm.console().includes(pvKey.toString('hex')), 'the volume key never reaches the log');
     assert.deepEqual(await secureUnmount('/run/pv'), { unmounted: true });
   });
 
