@@ -40,6 +40,7 @@ export const CMDLINE_KEYS: Readonly<Record<string, Mapping>> = {
   'agent.image_policy_file': to('image.policy'),
   'agent.secure_storage_integrity': to('storage.integrity'),
   'agent.https_proxy': to('proxy.https_proxy'),
+  'agent.http_proxy': to('proxy.http_proxy'),
   'agent.no_proxy': to('proxy.no_proxy'),
 };
 

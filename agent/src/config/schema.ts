@@ -200,8 +200,10 @@ export const schema = {
     /** sysfs mount point: deviceId MAJ:MIN resolves through <sysfs>/dev/block/MAJ:MIN/uevent. */
     sysfs: str('/sys'),
   },
+  /** Proxies for registry and lookaside requests (kata agent.https_proxy, agent.http_proxy, agent.no_proxy). */
   proxy: {
     https_proxy: str(''),
+    http_proxy: str(''),
     no_proxy: str(''),
   },
 } as const;

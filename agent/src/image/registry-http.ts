@@ -4,9 +4,9 @@
 // backoff (Retry-After honoured), and redirects followed by hand so that the
 // Authorization header never crosses to another origin.
 
-import { rootCertificates } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { Dispatchers, type ProxySettings } from './http-dispatch.ts';
 import { AgentError, Cancelled } from '../errors.ts';
 import { RegistryTimeout, RegistryUnavailable } from './registry-errors.ts';
 
@@ -26,6 +26,8 @@ export interface HttpSettings {
   readonly maxBackoffMs: number;
   /** Extra trusted CA certificates (PEM), added to the system roots. */
   readonly caPem?: string;
+  /** Proxies (kata agent.https_proxy, http_proxy, no_proxy); none when absent. */
+  readonly proxy?: ProxySettings;
   readonly userAgent: string;
 }
 
@@ -197,18 +199,11 @@ const MAX_REDIRECTS = 5;
 
 export class HttpClient {
   readonly settings: HttpSettings;
-  private readonly agent: Agent;
+  private readonly dispatchers: Dispatchers;
 
   constructor(settings: HttpSettings) {
     this.settings = settings;
-    const ca = settings.caPem ? [...rootCertificates, settings.caPem] : undefined;
-    this.agent = new Agent({
-      connect: { timeout: settings.connectTimeoutMs, ...(ca ? { ca } : {}) },
-      headersTimeout: settings.idleTimeoutMs,
-      bodyTimeout: settings.idleTimeoutMs,
-      keepAliveTimeout: 10_000,
-      connections: 8,
-    });
+    this.dispatchers = new Dispatchers(settings);
   }
 
   /**
@@ -223,7 +218,7 @@ export class HttpClient {
       if (opts.authorization && current.origin === url.origin) headers.authorization = opts.authorization;
       let res: Dispatcher.ResponseData;
       try {
-        res = await this.agent.request({
+        res = await this.dispatchers.for(current).request({
           origin: current.origin,
           path: `${current.pathname}${current.search}`,
           method: opts.method ?? 'GET',
@@ -254,6 +249,6 @@ export class HttpClient {
   }
 
   async close(): Promise<void> {
-    await this.agent.close();
+    await this.dispatchers.close();
   }
 }

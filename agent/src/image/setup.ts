@@ -47,6 +47,7 @@ export function httpSettings(config: AgentConfig): HttpSettings {
     backoffMs: r.backoff_ms,
     maxBackoffMs: r.max_backoff_ms,
     ...(r.ca_bundle ? { caPem: readConfigFile(r.ca_bundle, 'registry.ca_bundle') } : {}),
+    proxy: { httpsProxy: config.proxy.https_proxy, httpProxy: config.proxy.http_proxy, noProxy: config.proxy.no_proxy },
     userAgent: `tee-agent/${AGENT_VERSION}`,
   };
 }

@@ -7,7 +7,8 @@
 import { readdir, readFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Agent, request } from 'undici';
+import { request } from 'undici';
+import { Dispatchers, type ProxySettings } from '../image/http-dispatch.ts';
 import { checkDigest, type ImageReference } from '../image/reference.ts';
 import { RegistriesDInvalid, SignatureStoreUnavailable } from './errors.ts';
 import { scopeCandidates, scopeProblem } from './names.ts';
@@ -109,19 +110,22 @@ export interface LookasideReader {
 export interface HttpLookasideOptions {
   readonly connectTimeoutMs?: number;
   readonly idleTimeoutMs?: number;
-  /** Extra trusted CA certificates (PEM) for https lookaside servers. */
+  /** Extra trusted CA certificates (PEM) for https lookaside servers, added to the system roots. */
   readonly caPem?: string;
+  /** The same proxies as registry requests. */
+  readonly proxy?: ProxySettings;
 }
 
 /** file:// from disk, http(s):// with undici; redirects are not followed. */
 export class DefaultLookasideReader implements LookasideReader {
-  private readonly agent: Agent;
+  private readonly dispatchers: Dispatchers;
 
   constructor(opts: HttpLookasideOptions = {}) {
-    this.agent = new Agent({
-      connect: { timeout: opts.connectTimeoutMs ?? 10_000, ...(opts.caPem ? { ca: opts.caPem } : {}) },
-      headersTimeout: opts.idleTimeoutMs ?? 30_000,
-      bodyTimeout: opts.idleTimeoutMs ?? 30_000,
+    this.dispatchers = new Dispatchers({
+      connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+      idleTimeoutMs: opts.idleTimeoutMs ?? 30_000,
+      ...(opts.caPem ? { caPem: opts.caPem } : {}),
+      ...(opts.proxy ? { proxy: opts.proxy } : {}),
     });
   }
 
@@ -132,7 +136,7 @@ export class DefaultLookasideReader implements LookasideReader {
   private async readHttp(url: URL, max: number, signal?: AbortSignal): Promise<Buffer | undefined> {
     let res;
     try {
-      res = await request(url, { dispatcher: this.agent, ...(signal ? { signal } : {}) });
+      res = await request(url, { dispatcher: this.dispatchers.for(url), ...(signal ? { signal } : {}) });
     } catch (err) {
       if (signal?.aborted) throw signal.reason;
       throw new SignatureStoreUnavailable(`lookaside ${url.host}: ${(err as NodeJS.ErrnoException).code ?? 'request failed'}`);
@@ -159,7 +163,7 @@ export class DefaultLookasideReader implements LookasideReader {
   }
 
   close(): Promise<void> {
-    return this.agent.close();
+    return this.dispatchers.close();
   }
 }
 
