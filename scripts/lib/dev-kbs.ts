@@ -68,6 +68,8 @@ export interface DevKbsStats {
   auth: number;
   /** Tokens issued by a fresh attestation (not replays of an attested session). */
   attest: number;
+  /** Digests (sha384 hex) of the init-data bodies that attestations carried, in order. */
+  readonly initData: string[];
   resource: number;
   /** Why requests were refused, newest last (our diagnostics, not sent to clients verbatim). */
   readonly refusals: string[];
@@ -147,7 +149,7 @@ export async function startDevKbs(opts: DevKbsOptions): Promise<DevKbs> {
   const tokenTtl = opts.tokenTtlS ?? 300;
   let signer = await generateKeyPair('ES256');
   const sessions = new Map<string, Session>();
-  const stats: DevKbsStats = { auth: 0, attest: 0, resource: 0, refusals: [] };
+  const stats: DevKbsStats = { auth: 0, attest: 0, initData: [], resource: 0, refusals: [] };
   const faults: DevKbsFaults = {};
   const log = opts.log ?? (() => {});
 
@@ -264,6 +266,7 @@ export async function startDevKbs(opts: DevKbsOptions): Promise<DevKbs> {
     sessions.set(s.id, attested);
     setCookie(res, attested);
     stats.attest++;
+    if (init) stats.initData.push(createHash('sha384').update((init as { body: string }).body).digest('hex'));
     return { token };
   }
 

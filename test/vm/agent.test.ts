@@ -155,6 +155,8 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
       client.close();
     }
     assert.equal(kbs.stats.attest, 1, 'the guest attested once to the dev KBS');
+    // init unpacked the initdata disk; the agent sent it with its evidence, byte for byte.
+    assert.deepEqual(kbs.stats.initData, [createHash('sha384').update(initdataToml).digest('hex')]);
     assert.ok(kbs.stats.resource >= 3, 'and fetched the KEK for the encrypted layers');
     // The bundles in the guest: the encrypted image unpacked to exactly the plain one, and to the files the image holds.
     const listing = (name: string) => vm.run(`cd /run/pull-agent/containers/vm-${name}/rootfs && find . -type f -exec sha256sum {} + | sort -k2`);
@@ -209,13 +211,15 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
     }
   });
 
-  test('initdata arrives as a kata-format block device', async () => {
+  test('initdata arrives as a kata-format block device, and init unpacks it where the agent reads it', async () => {
     const dev = await diskBySerial('initdata');
     const raw = await vm.readFile(dev);
     assert.equal(raw.subarray(0, 8).toString('ascii'), 'initdata');
     const len = Number(raw.readBigUInt64LE(8));
     const { gunzipSync } = await import('node:zlib');
     assert.equal(gunzipSync(raw.subarray(16, 16 + len)).toString(), initdataToml);
+    assert.equal((await vm.readFile('/run/confidential-containers/initdata/initdata.toml')).toString(), initdataToml);
+    assert.match(vm.console(), /"msg":"initdata"/, 'the agent loaded and bound it at start');
   });
 
   test('cryptsetup works in the guest: LUKS2 with dm-integrity on a virtio-blk disk', async () => {
