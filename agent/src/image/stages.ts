@@ -112,7 +112,8 @@ export interface DecompressLimits {
 
 /** Small layers compress extremely well (a few KiB of zeros); the ratio cap only matters for big outputs. */
 export const RATIO_FLOOR = 16 * 1024 * 1024;
-const CHUNK = 256 * 1024;
+/** zlib output per callback: 1 MiB measured ~8% faster than 256 KiB on a 678 MB pull (fewer JS callbacks on the main thread). */
+const CHUNK = 1024 * 1024;
 
 /**
  * A decompressing stage: gzip (concatenated members too; trailing NUL padding
