@@ -20,18 +20,17 @@ export async function bundleAgent(outDir: string): Promise<string> {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   const outfile = join(outDir, 'tee-agent.mjs');
+  const common = { bundle: true, platform: 'node', target: 'node24', minify: true, keepNames: true, legalComments: 'none', logLevel: 'warning' } as const;
+  // The layer unpack worker (agent/src/image/unpack-thread.ts) runs from its
+  // own source text, inlined here so the bundle stays one measured file.
+  const worker = await build({ ...common, entryPoints: [join(root, 'agent/src/image/unpack-worker.ts')], format: 'cjs', write: false });
   await build({
     entryPoints: [join(root, 'agent/bin/tee-agent.js')],
     outfile,
-    bundle: true,
-    platform: 'node',
+    // Error classes name themselves after their class (errors.ts); keep those names (common.keepNames).
+    ...common,
     format: 'esm',
-    target: 'node24',
-    minify: true,
-    // Error classes name themselves after their class (errors.ts); keep those names.
-    keepNames: true,
-    legalComments: 'none',
-    logLevel: 'warning',
+    define: { __TEE_AGENT_UNPACK_WORKER__: JSON.stringify(worker.outputFiles[0]!.text) },
     // Some dependencies are CommonJS and call require() for node builtins.
     banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
   });

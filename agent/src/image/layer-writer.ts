@@ -32,7 +32,6 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import type { Logger } from '../log.ts';
 import { LimitExceeded, StoreError, UnsafeArchive } from './errors.ts';
 import { sidecarPath, type EntryMeta, type LayerMeta } from './layer-meta.ts';
 import { classifyWhiteout, cleanName } from './names.ts';
@@ -90,11 +89,17 @@ const errno = (err: unknown): string | undefined => (err as NodeJS.ErrnoExceptio
 
 const metaOf = (e: TarEntry): EntryMeta => ({ mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime });
 
+/** The two log levels the unpacker uses; a pino Logger is one, and so is the unpack worker's forwarder. */
+export interface UnpackLog {
+  debug(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
 export interface WriterOptions {
   maxTotalBytes: number;
   /** Create device nodes and whiteout devices, and chown (mknod needs CAP_MKNOD). */
   asRoot: boolean;
-  log: Logger;
+  log: UnpackLog;
 }
 
 export class LayerWriter {

@@ -27,8 +27,9 @@ import { formatReference, manifestReference, parseReference, type ImageReference
 import { resolveCandidates, type PullCandidate, type PullSource, type RegistriesConf } from './registries-conf.ts';
 import { BlobRestart, RegistryClient, type FetchedManifest, type Repository } from './registry.ts';
 import { EncryptedLayerUnsupported, ImageNotFound, ManifestRejected, RegistryDigestMismatch, VerificationUnavailable } from './registry-errors.ts';
-import { compressionOf, layerStream, type DecompressLimits } from './stages.ts';
-import { unpackLayer, type UnpackLimits } from './unpack.ts';
+import { blobStream, compressionOf, type DecompressLimits } from './stages.ts';
+import { unpackInWorker } from './unpack-thread.ts';
+import type { UnpackLimits } from './unpack.ts';
 import type { LayerStore } from './store.ts';
 
 /** The part of the layer store a pull uses: one transaction per pull. */
@@ -317,9 +318,9 @@ export class ImagePuller {
   }
 
   /**
-   * download → digest(descriptor) → decrypt? → decompress → digest(diff_id) → unpack into staging
-   * (stages.ts layerStream: a corrupted download is reported as a digest
-   * mismatch even when zlib or the tar reader trips over it first).
+   * download → digest(descriptor) → decrypt? here, then decompress → digest(diff_id) → unpack into
+   * staging in a worker thread (unpack-thread.ts; a corrupted download is
+   * reported as a digest mismatch even when zlib or the tar reader trips over it first).
    */
   private async streamLayer(blob: AsyncIterable<Buffer>, layer: Descriptor, index: number, diffId: string, staging: string, signal: AbortSignal, image: string, log: Logger): Promise<void> {
     let mediaType = layer.mediaType;
@@ -330,8 +331,9 @@ export class ImagePuller {
       decrypt.push(d.stream);
       mediaType = d.mediaType;
     }
-    const tar = layerStream(Readable.from(blob, { objectMode: false }), { digest: layer.digest, size: layer.size, mediaType, diffId }, { limits: this.deps.settings.decompressLimits, decrypt });
-    await unpackLayer(tar, staging, { limits: this.deps.settings.unpackLimits, signal, log });
+    const plain = blobStream(Readable.from(blob, { objectMode: false }), { digest: layer.digest, size: layer.size }, decrypt);
+    const job = { compression: compressionOf(mediaType), diffId, dir: staging, decompressLimits: this.deps.settings.decompressLimits, unpackLimits: this.deps.settings.unpackLimits };
+    await unpackInWorker(plain, job, { signal, log });
   }
 }
 

@@ -175,8 +175,8 @@ export interface LayerDescriptor {
   diffId: string;
 }
 
-/** A layer's tar stream that can tell a corrupted blob from a bad archive (see layerStream). */
-export interface LayerTar extends Readable {
+/** A stream of a layer's bytes that can tell a corrupted blob from a bad archive (see blobStream). */
+export interface SettlingStream extends Readable {
   /**
    * Given the error a consumer failed with, the error to report: when the
    * blob's own bytes do not match its digest that is the cause (a corrupted
@@ -186,16 +186,18 @@ export interface LayerTar extends Readable {
   settle(err: Error): Promise<Error>;
 }
 
+/** A layer's tar stream that settles its consumer's errors (see layerStream). */
+export type LayerTar = SettlingStream;
+
 /**
- * The pipeline of one layer: blob → digest and size check → `decrypt`
- * transforms → decompress → diff_id check, as one readable tar stream.
- * unpackLayer settles its errors through it.
+ * The first half of a layer's pipeline: blob → digest and size check →
+ * `decrypt` transforms, as one readable stream of the (compressed) plaintext
+ * blob. It ends only after the whole blob matched its digest.
  */
-export function layerStream(source: Readable, desc: LayerDescriptor, opts: { limits?: DecompressLimits; decrypt?: Transform[] } = {}): LayerTar {
+export function blobStream(source: Readable, desc: Pick<LayerDescriptor, 'digest' | 'size'>, decrypt: readonly Transform[] = []): SettlingStream {
   const blob = new DigestVerifier(desc.digest, { size: desc.size });
   const head = new PassThrough();
-  const stages: Transform[] = [...(opts.decrypt ?? []), decompress(compressionOf(desc.mediaType), opts.limits), verifyDigest(desc.diffId)];
-  const tar = pipeline(head, ...(stages as [Transform]), () => {}) as unknown as LayerTar;
+  const out = (decrypt.length ? pipeline(head, ...(decrypt as [Transform]), () => {}) : head) as unknown as SettlingStream;
   // The source is pumped by hand, so it can still be hashed to its end after a later stage failed.
   const pumped: Promise<Error | undefined> = (async () => {
     try {
@@ -212,11 +214,27 @@ export function layerStream(source: Readable, desc: LayerDescriptor, opts: { lim
       return err as Error;
     }
   })();
-  tar.settle = async (err: Error): Promise<Error> => {
+  out.settle = async (err: Error): Promise<Error> => {
     if (err instanceof DigestMismatch || (err instanceof AgentError && err.code === Code.CANCELLED)) return err;
     const v = await pumped;
     return v instanceof DigestMismatch ? v : err;
   };
+  return out;
+}
+
+/** The second half: decompress → diff_id check, the tar stream of a plaintext blob. */
+export function tarStream(blob: Readable, compression: Compression, diffId: string, limits?: DecompressLimits): Readable {
+  return pipeline(blob, decompress(compression, limits), verifyDigest(diffId), () => {});
+}
+
+/**
+ * The pipeline of one layer: blobStream then tarStream, as one readable tar
+ * stream. unpackLayer settles its errors through it.
+ */
+export function layerStream(source: Readable, desc: LayerDescriptor, opts: { limits?: DecompressLimits; decrypt?: Transform[] } = {}): LayerTar {
+  const blob = blobStream(source, desc, opts.decrypt);
+  const tar = tarStream(blob, compressionOf(desc.mediaType), desc.diffId, opts.limits) as LayerTar;
+  tar.settle = blob.settle;
   return tar;
 }
 

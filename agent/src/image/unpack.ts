@@ -7,13 +7,12 @@
 import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import { AgentError } from '../errors.ts';
-import type { Logger } from '../log.ts';
 import { MalformedArchive } from './errors.ts';
-import { fsError, LayerWriter, type UnpackStats } from './layer-writer.ts';
+import { fsError, LayerWriter, type UnpackLog, type UnpackStats } from './layer-writer.ts';
 import { abortError, type LayerTar } from './stages.ts';
 import { TarGuard } from './tar-guard.ts';
 
-export type { UnpackStats } from './layer-writer.ts';
+export type { UnpackLog, UnpackStats } from './layer-writer.ts';
 
 export interface UnpackLimits {
   /** Tar entries per layer. */
@@ -26,7 +25,7 @@ export interface UnpackLimits {
 
 export interface UnpackOptions {
   limits: UnpackLimits;
-  log: Logger;
+  log: UnpackLog;
   signal?: AbortSignal;
   /** Create device nodes and chown; default: running as uid 0. */
   asRoot?: boolean;
