@@ -9,10 +9,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, truncateSync, writeFileSync, writeSync, fsyncSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import { Code } from '../../agent/src/errors.ts';
-import { loadProtos } from '../../agent/src/server/protos.ts';
-import { grpcCall } from '../../scripts/lib/agent-process.ts';
+import { grpcCall, grpcClient } from '../../scripts/lib/agent-process.ts';
 import { KATA_EMPTYDIR_OPTIONS } from '../fixtures/kata.ts';
 import { nullKeyslot } from '../fixtures/luks2.ts';
 import { startKbs, type TestKbs } from '../helpers/kbs.ts';
@@ -176,9 +174,7 @@ describe('secure storage in the guest', { skip: skip ? `qemu is unusable here: $
 
   /** A call to a second agent in the guest, through its own forwarded port. */
   async function callPort<Res = object>(port: number, service: string, method: string, req: object): Promise<Res> {
-    const pkg = grpc.loadPackageDefinition(loadProtos().definition) as unknown as Record<string, Record<string, grpc.ServiceClientConstructor>>;
-    const i = service.lastIndexOf('.');
-    const c = new pkg[service.slice(0, i)]![service.slice(i + 1)]!(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const c = grpcClient(service, `127.0.0.1:${port}`);
     try {
       return await grpcCall<Res>(c, method, req, 600_000);
     } finally {
