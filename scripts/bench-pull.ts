@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { benchImage, type GeneratedLayer, type LayerSpec } from './lib/bench-image.ts';
 import { startRegistry } from './lib/registry.ts';
-import { AGENT_NODE_FLAGS, bundleAgent } from './bundle.ts';
+import { AGENT_NODE_ENV, AGENT_NODE_FLAGS, bundleAgent } from './bundle.ts';
 import { median } from './lib/stats.ts';
 
 const execFileP = promisify(execFile);
@@ -23,7 +23,7 @@ docker-registry on 127.0.0.1, then in one run, alternating, N times:
 
   (a)  node agent/bin/tee-agent.js pull IMAGE --bundle DIR (fresh layer store each time)
   (a*) the same CLI as the guest runs it: an esbuild bundle, started with
-       node --max-semi-space-size=1 (see the README's memory note)
+       MALLOC_ARENA_MAX=2 node --max-semi-space-size=1 (see the README's memory note)
   (b)  skopeo copy docker://IMAGE oci:DIR + umoci raw unpack (the Go peers)
   (c)  gunzip -c of the same layer blobs, one process per layer in parallel, to /dev/null
 
@@ -101,7 +101,7 @@ const time = async (fn: () => Promise<void>): Promise<number> => {
   return (performance.now() - t0) / 1000;
 };
 
-const SOURCE_CLI = { node: [] as string[], script: join(root, 'agent/bin/tee-agent.js') };
+const SOURCE_CLI: { node: string[]; script: string; env?: Readonly<Record<string, string>> } = { node: [], script: join(root, 'agent/bin/tee-agent.js') };
 
 /** tee-agent pull under GNU time: wall seconds, peak RSS (KiB) and the agent's JSON line. */
 async function agentPull(image: string, host: string, tag: string, cli = SOURCE_CLI): Promise<{ seconds: number; rssKiB: number; result: Record<string, unknown> }> {
@@ -111,7 +111,7 @@ async function agentPull(image: string, host: string, tag: string, cli = SOURCE_
   const timeFile = join(dir, 'time.txt');
   const args = ['-f', '%e %M', '-o', timeFile, process.execPath, ...cli.node, cli.script, 'pull', image, '--bundle', join(dir, 'bundle'), '--work-dir', join(dir, 'store'), '--insecure-registry', host, '--no-progress', '--log-level', 'warn', '--cmdline', '/dev/null'];
   const t0 = performance.now();
-  const { stdout } = await execFileP('/usr/bin/time', args, { maxBuffer: 16 * MiB });
+  const { stdout } = await execFileP('/usr/bin/time', args, { maxBuffer: 16 * MiB, env: { ...process.env, ...cli.env } });
   const seconds = (performance.now() - t0) / 1000;
   const [, rss] = readFileSync(timeFile, 'utf8').trim().split(/\s+/).slice(-2);
   const result = JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>;
@@ -159,7 +159,7 @@ say(`main image: ${mainLayers.length} layers, ${(total(mainLayers).u / 1e6).toFi
 
 const registry = await startRegistry();
 // The CLI as the guest image ships it: one esbuild bundle, run with the guest's node flags.
-const guestCli = values['no-bundle'] ? undefined : { node: [...AGENT_NODE_FLAGS], script: await bundleAgent(join(work, 'bundle')) };
+const guestCli = values['no-bundle'] ? undefined : { node: [...AGENT_NODE_FLAGS], env: AGENT_NODE_ENV, script: await bundleAgent(join(work, 'bundle')) };
 try {
   say(`registry at ${registry.url}; pushing with skopeo`);
   await registry.push(`oci:${layout}:main`, 'bench/main:v1');
@@ -216,7 +216,7 @@ try {
     ...(guestCli
       ? {
           guest_cli: {
-            how: `esbuild bundle, node ${AGENT_NODE_FLAGS.join(' ')}`,
+            how: `esbuild bundle, ${Object.entries(AGENT_NODE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')} node ${AGENT_NODE_FLAGS.join(' ')}`,
             median_seconds: +median(g).toFixed(3),
             samples: g.map((x) => +x.toFixed(3)),
             ratio_b: +(median(g) / mb).toFixed(3),

@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AGENT_NODE_FLAGS, bundleAgent } from './bundle.ts';
+import { AGENT_NODE_ENV, AGENT_NODE_FLAGS, bundleAgent } from './bundle.ts';
 import { startAgentProcess, grpcCall, type AgentProcess } from './lib/agent-process.ts';
 import { median, quantile } from './lib/stats.ts';
 
@@ -75,7 +75,7 @@ const starts: number[] = [];
 const sourceStarts: number[] = [];
 let sourceRss = 0;
 for (let i = 0; i < 5; i++) {
-  const a = await startAgentProcess({ entry: bundle, nodeArgs: [...AGENT_NODE_FLAGS], extraArgs: ['--log-level', 'warn'] });
+  const a = await startAgentProcess({ entry: bundle, nodeArgs: [...AGENT_NODE_FLAGS], env: { ...process.env, ...AGENT_NODE_ENV }, extraArgs: ['--log-level', 'warn'] });
   starts.push(a.readyMs);
   await a.stop();
   const s = await startAgentProcess({ extraArgs: ['--log-level', 'warn'] });
@@ -87,7 +87,7 @@ for (let i = 0; i < 5; i++) {
   await s.stop();
 }
 
-const agent: AgentProcess = await startAgentProcess({ entry: bundle, nodeArgs: [...AGENT_NODE_FLAGS], extraArgs: ['--log-level', 'warn'] });
+const agent: AgentProcess = await startAgentProcess({ entry: bundle, nodeArgs: [...AGENT_NODE_FLAGS], env: { ...process.env, ...AGENT_NODE_ENV }, extraArgs: ['--log-level', 'warn'] });
 await new Promise((r) => setTimeout(r, 500));
 const rssStart = rssMb(agent.child.pid!);
 const tt = await agent.ttrpc();

@@ -16,6 +16,13 @@ const root = resolve(import.meta.dirname, '..');
  */
 export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
 
+/**
+ * Environment the agent runs with in the guest. Two glibc malloc arenas
+ * instead of one per thread (main, unpack worker, zlib pool): a 3-layer pull's
+ * peak RSS 133-142 MB instead of 150-152 MB, at the same speed.
+ */
+export const AGENT_NODE_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
+
 export async function bundleAgent(outDir: string): Promise<string> {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
@@ -37,13 +44,14 @@ export async function bundleAgent(outDir: string): Promise<string> {
   cpSync(join(root, 'protos'), join(outDir, 'protos'), { recursive: true });
   // For the guest's init, which starts the agent with these.
   writeFileSync(join(outDir, 'node-flags'), AGENT_NODE_FLAGS.join(' ') + '\n');
+  writeFileSync(join(outDir, 'node-env'), Object.entries(AGENT_NODE_ENV).map(([k, v]) => `${k}=${v}`).join(' ') + '\n');
   return outfile;
 }
 
 if (import.meta.main) {
   const { values } = parseArgs({ options: { out: { type: 'string', default: join(root, 'build/agent') }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
-    console.log('Usage: scripts/bundle [--out DIR]\n\nWrites DIR/tee-agent.mjs (the agent and its dependencies in one file), DIR/protos/ and\nDIR/node-flags. Default DIR: build/agent. Run it with: node $(cat DIR/node-flags) DIR/tee-agent.mjs serve ...');
+    console.log('Usage: scripts/bundle [--out DIR]\n\nWrites DIR/tee-agent.mjs (the agent and its dependencies in one file), DIR/protos/ and\nDIR/node-flags and DIR/node-env. Default DIR: build/agent. Run it with:\n  env $(cat DIR/node-env) node $(cat DIR/node-flags) DIR/tee-agent.mjs serve ...');
     process.exit(0);
   }
   const file = await bundleAgent(resolve(values.out));

@@ -70,7 +70,7 @@ export async function startGuestAgent(
 ): Promise<{ log(): Promise<string>; stop(signal?: 'TERM' | 'KILL'): Promise<void> }> {
   const merged = { ...config, image: { work_dir: `/run/${name}/image`, ...config.image }, storage: { run_dir: `/run/${name}/storage`, ...config.storage } };
   await vm.writeFile(`/run/${name}.toml`, stringifyToml(merged));
-  await vm.run(`rm -f /run/${name}.log; mkdir -p /run/${name} && (setsid node $(cat /opt/tee-agent/node-flags) /opt/tee-agent/tee-agent.mjs serve --config /run/${name}.toml ${args} >/run/${name}.log 2>&1 & echo $! >/run/${name}.pid)`);
+  await vm.run(`rm -f /run/${name}.log; mkdir -p /run/${name} && (setsid env $(cat /opt/tee-agent/node-env) node $(cat /opt/tee-agent/node-flags) /opt/tee-agent/tee-agent.mjs serve --config /run/${name}.toml ${args} >/run/${name}.log 2>&1 & echo $! >/run/${name}.pid)`);
   await vm.run(`for i in $(seq 1 300); do grep -q '"msg":"ready"' /run/${name}.log && exit 0; sleep 0.5; done; cat /run/${name}.log; exit 1`, { timeoutMs: 180_000 });
   return {
     log: () => vm.run(`cat /run/${name}.log`),
