@@ -23,11 +23,20 @@ export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
  */
 export const AGENT_NODE_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
 
+const common = { bundle: true, platform: 'node', target: 'node24', minify: true, keepNames: true, legalComments: 'none', logLevel: 'warning' } as const;
+// Some dependencies are CommonJS and call require() for node builtins.
+const requireBanner = { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" };
+
+/** Another entry point (a benchmark's child process) bundled as the agent is, so it measures the code the guest runs. */
+export async function bundleEntry(entry: string, outfile: string): Promise<string> {
+  await build({ entryPoints: [entry], outfile, ...common, format: 'esm', banner: requireBanner });
+  return outfile;
+}
+
 export async function bundleAgent(outDir: string): Promise<string> {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   const outfile = join(outDir, 'tee-agent.mjs');
-  const common = { bundle: true, platform: 'node', target: 'node24', minify: true, keepNames: true, legalComments: 'none', logLevel: 'warning' } as const;
   // The layer unpack worker (agent/src/image/unpack-thread.ts) runs from its
   // own source text, inlined here so the bundle stays one measured file.
   const worker = await build({ ...common, entryPoints: [join(root, 'agent/src/image/unpack-worker.ts')], format: 'cjs', write: false });
@@ -38,8 +47,7 @@ export async function bundleAgent(outDir: string): Promise<string> {
     ...common,
     format: 'esm',
     define: { __TEE_AGENT_UNPACK_WORKER__: JSON.stringify(worker.outputFiles[0]!.text) },
-    // Some dependencies are CommonJS and call require() for node builtins.
-    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
+    banner: requireBanner,
   });
   cpSync(join(root, 'protos'), join(outDir, 'protos'), { recursive: true });
   // For the guest's init, which starts the agent with these.
