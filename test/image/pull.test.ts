@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createLogger } from '../../agent/src/log.ts';
 import { Code, AgentError } from '../../agent/src/errors.ts';
 import { AuthFile } from '../../agent/src/image/auth.ts';
-import type { ImageVerifier, LayerDecryptor, VerifyRequest } from '../../agent/src/image/hooks.ts';
+import type { EncryptedLayer, ImageVerifier, LayerDecryptor, LayerKey, VerifyRequest } from '../../agent/src/image/hooks.ts';
 import { parsePlatform } from '../../agent/src/image/manifest.ts';
 import { ImagePuller, type PullerDeps, type PullEvent, type PullSettings } from '../../agent/src/image/pull.ts';
 import { EMPTY_REGISTRIES_CONF, parseRegistriesConf } from '../../agent/src/image/registries-conf.ts';
@@ -255,14 +255,22 @@ describe('pullImage against docker-registry', () => {
     assert.equal(proxy.requests.slice(from).filter((q) => q.path.includes('/blobs/')).length, 0);
   });
 
-  test('the decryption hook sits between the descriptor digest and decompression', async () => {
+  test('the decryption hook sits between the descriptor digest and decompression; each checked key is disposed when the pull ends', async () => {
     const calls: string[] = [];
     const checks: string[] = [];
+    let disposed = 0;
+    const keyed = (key: Buffer) => (layer: EncryptedLayer): LayerKey => ({
+      open: async (l) => {
+        calls.push(l.descriptor.digest);
+        assert.equal(l.descriptor.digest, layer.descriptor.digest);
+        return { stream: createDecipheriv('aes-256-ctr', key, encrypted.iv), mediaType: l.descriptor.mediaType.replace(/\+encrypted$/, '') };
+      },
+      dispose: () => void disposed++,
+    });
     const decryptor: LayerDecryptor = {
-      check: async (layer) => void checks.push(layer.descriptor.digest),
-      decrypt: async (layer) => {
-        calls.push(layer.descriptor.digest);
-        return { stream: createDecipheriv('aes-256-ctr', encrypted.key, encrypted.iv), mediaType: layer.descriptor.mediaType.replace(/\+encrypted$/, '') };
+      check: async (layer) => {
+        checks.push(layer.descriptor.digest);
+        return keyed(encrypted.key)(layer);
       },
     };
     const { puller: p } = await puller({}, { decryptor });
@@ -270,17 +278,20 @@ describe('pullImage against docker-registry', () => {
     await p.pull({ image: `${reg.host}/test/enc:v1`, bundlePath: b }, pullOpts());
     assert.deepEqual(calls, [encrypted.image.layers[0]!.digest]);
     assert.deepEqual(checks, [encrypted.image.layers[0]!.digest]);
-    // Already in the store: nothing is decrypted again, but the key is still checked first.
+    assert.equal(disposed, 1);
+    // Already in the store: nothing is decrypted again, but the key is still checked first, and disposed unused.
     await p.pull({ image: `${reg.host}/test/enc:v1`, bundlePath: bundle() }, pullOpts());
     assert.equal(calls.length, 1);
     assert.equal(checks.length, 2);
+    assert.equal(disposed, 2);
     assert.equal(readFileSync(join(b, 'rootfs/secret/data'), 'utf8'), 'plaintext inside\n');
-    // A wrong key yields garbage: the pull fails (gzip or diff_id) and no bundle appears.
-    const wrong: LayerDecryptor = { check: async () => {}, decrypt: async (l) => ({ stream: createDecipheriv('aes-256-ctr', randomBytes(32), encrypted.iv), mediaType: l.descriptor.mediaType.replace(/\+encrypted$/, '') }) };
+    // A wrong key yields garbage: the pull fails (gzip or diff_id), no bundle appears, and the key is still disposed.
+    const wrong: LayerDecryptor = { check: async (layer) => keyed(randomBytes(32))(layer) };
     const { puller: bad } = await puller({}, { decryptor: wrong });
     const b2 = bundle();
     await assert.rejects(bad.pull({ image: `${reg.host}/test/enc:v1`, bundlePath: b2 }, pullOpts()), (e: AgentError) => e.code === Code.INVALID_ARGUMENT || e.code === Code.DATA_LOSS);
     assert.ok(!existsSync(join(b2, 'rootfs')));
+    assert.equal(disposed, 3);
   });
 
   test('wrong bytes in a layer fail with DATA_LOSS and leave no bundle', async () => {

@@ -54,8 +54,13 @@ export const isEncryptedLayer = (desc: Pick<LayerDescriptor, 'mediaType'>): bool
 
 /** Unwrap the layer key with `keys` and set up the decrypting stream for the layer's cipher. */
 export async function createLayerDecryptor(desc: LayerDescriptor, keys: DecryptionKeys, options: LayerDecryptOptions = {}): Promise<LayerDecryptor> {
-  checkLayer(desc); // before any key is fetched
-  return decryptorFromOptions(desc, await unwrapLayerKey(desc.digest, desc.annotations, keys, options.signal), options);
+  return decryptorFromOptions(desc, await unwrapLayerOptions(desc, keys, options.signal), options);
+}
+
+/** The layer's private options, unwrapped with `keys` once its encryption metadata passed (before any key is fetched). The caller zeroes them. */
+export async function unwrapLayerOptions(desc: LayerDescriptor, keys: DecryptionKeys, signal?: AbortSignal): Promise<Buffer> {
+  checkLayer(desc);
+  return unwrapLayerKey(desc.digest, desc.annotations, keys, signal);
 }
 
 function checkLayer(desc: LayerDescriptor): { mediaType: string; cipher: CipherName; hmac?: Buffer } {

@@ -80,16 +80,26 @@ export interface DecryptedLayer {
 }
 
 /**
+ * A layer's key, proven by LayerDecryptor.check and held for one pull, so
+ * the pull unwraps (and fetches from a KBS) each layer key once.
+ */
+export interface LayerKey {
+  /** Set up decryption of the layer; callable again when a download restarts. */
+  open(layer: EncryptedLayer, signal: AbortSignal): Promise<DecryptedLayer>;
+  /** Zero the key. The pull calls this when it ends, whether or not open() was called. */
+  dispose(): void;
+}
+
+/**
  * Decrypts ocicrypt layers. Throws an AgentError with FAILED_PRECONDITION
  * (e.g. crypto/'s NoKeyForLayer) when no configured key unwraps the layer.
  */
 export interface LayerDecryptor {
   /**
-   * Prove that a configured key opens the layer, without decrypting it. The
-   * pull calls this for every encrypted layer before fetching any, so a
+   * Prove that a configured key opens the layer, and keep it for this pull.
+   * The pull calls this for every encrypted layer before fetching any, so a
    * missing key fails fast, and so a layer already in the store (decrypted
    * by an earlier pull) is never handed out to a caller without the key.
    */
-  check(layer: EncryptedLayer, signal: AbortSignal): Promise<void>;
-  decrypt(layer: EncryptedLayer, signal: AbortSignal): Promise<DecryptedLayer>;
+  check(layer: EncryptedLayer, signal: AbortSignal): Promise<LayerKey>;
 }

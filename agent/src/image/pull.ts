@@ -10,7 +10,7 @@ import { Readable, type Transform } from 'node:stream';
 import type { Logger } from 'pino';
 import { AgentError, Cancelled, Code } from '../errors.ts';
 import type { AuthFile, Credentials } from './auth.ts';
-import type { ImageVerifier, LayerDecryptor, SignatureSource } from './hooks.ts';
+import type { ImageVerifier, LayerDecryptor, LayerKey, SignatureSource } from './hooks.ts';
 import {
   formatPlatform,
   isEncrypted,
@@ -100,6 +100,12 @@ interface Resolved {
   readonly indexDigest?: string;
 }
 
+/** What a pull's layers share: the image, for messages, and the layer keys check() proved (by manifest index). */
+interface LayerContext {
+  readonly image: string;
+  readonly keys: ReadonlyMap<number, LayerKey>;
+}
+
 const PROGRESS_EVERY_MS = 500;
 /** A long layer logs its progress this often (events to a CLI display come every PROGRESS_EVERY_MS). */
 const LOG_PROGRESS_EVERY_MS = 5000;
@@ -148,12 +154,25 @@ export class ImagePuller {
     }
 
     // Everything about the layers that can be refused is refused before the first byte of one is fetched.
-    for (const [i, layer] of manifest.layers.entries()) {
-      compressionOf(layer.mediaType);
-      if (!isEncrypted(layer.mediaType)) continue;
-      if (!this.deps.decryptor) throw encryptedWithoutDecryptor(layer, i);
-      await this.deps.decryptor.check({ descriptor: layer, index: i, image: reference }, opts.signal);
+    const keys = new Map<number, LayerKey>();
+    try {
+      for (const [i, layer] of manifest.layers.entries()) {
+        compressionOf(layer.mediaType);
+        if (!isEncrypted(layer.mediaType)) continue;
+        if (!this.deps.decryptor) throw encryptedWithoutDecryptor(layer, i);
+        keys.set(i, await this.deps.decryptor.check({ descriptor: layer, index: i, image: reference }, opts.signal));
+      }
+      return await this.pullLayers(resolved, req, { image: reference, keys }, log, opts, t0);
+    } finally {
+      for (const k of keys.values()) k.dispose();
     }
+  }
+
+  /** Config, then the layers into the store and the bundle; `ctx.keys` holds the keys check() proved. */
+  private async pullLayers(resolved: Resolved, req: PullRequest, ctx: LayerContext, log: Logger, opts: PullOptions, t0: number): Promise<PullResult> {
+    const { settings } = this.deps;
+    const { source, repo, manifest, manifestBytes } = resolved;
+    const reference = ctx.image;
     const configBytes = await repo.getBlob(manifest.config, MAX_CONFIG_BYTES, opts.signal);
     const config = parseConfig(configBytes, manifest.layers.length, `${reference}: config ${manifest.config.digest}`);
     if ((config.os && config.os !== settings.platform.os) || (config.architecture && config.architecture !== settings.platform.architecture)) {
@@ -161,7 +180,7 @@ export class ImagePuller {
     }
 
     log.info({ manifest_digest: manifestBytes.digest, index_digest: resolved.indexDigest, layers: manifest.layers.length }, 'pulling image');
-    const downloaded = await this.fetchLayers(repo, manifest.layers, config.diffIds, req.bundlePath, reference, log, opts);
+    const downloaded = await this.fetchLayers(repo, manifest.layers, config.diffIds, req.bundlePath, ctx, log, opts);
     const seconds = (performance.now() - t0) / 1000;
     log.info({ manifest_digest: manifestBytes.digest, layers: manifest.layers.length, bytes: downloaded, seconds: Math.round(seconds * 1000) / 1000, bundle: req.bundlePath }, 'image pulled');
     return {
@@ -227,7 +246,7 @@ export class ImagePuller {
   }
 
   /** Layers into one store transaction, up to maxConcurrentLayers at once; commits the bundle or rolls back. Returns bytes downloaded. */
-  private async fetchLayers(repo: Repository, layers: readonly Descriptor[], diffIds: readonly string[], bundlePath: string, image: string, log: Logger, opts: PullOptions): Promise<number> {
+  private async fetchLayers(repo: Repository, layers: readonly Descriptor[], diffIds: readonly string[], bundlePath: string, ctx: LayerContext, log: Logger, opts: PullOptions): Promise<number> {
     const abort = new AbortController();
     const signal = AbortSignal.any([opts.signal, abort.signal]);
     const tx = this.deps.store.begin();
@@ -246,7 +265,7 @@ export class ImagePuller {
             diffIds[i]!,
             async (staging, storeSignal) => {
               produced = true;
-              const n = await this.produceLayer(repo, layer, i, diffIds[i]!, staging, storeSignal, image, log, opts);
+              const n = await this.produceLayer(repo, layer, i, diffIds[i]!, staging, storeSignal, ctx, log, opts);
               downloaded += n;
             },
             signal,
@@ -273,7 +292,7 @@ export class ImagePuller {
   }
 
   /** One layer into `staging`, starting over (bounded) when the registry cannot resume. Returns compressed bytes fetched. */
-  private async produceLayer(repo: Repository, layer: Descriptor, index: number, diffId: string, staging: string, signal: AbortSignal, image: string, log: Logger, opts: PullOptions): Promise<number> {
+  private async produceLayer(repo: Repository, layer: Descriptor, index: number, diffId: string, staging: string, signal: AbortSignal, ctx: LayerContext, log: Logger, opts: PullOptions): Promise<number> {
     let fetched = 0;
     for (let restart = 0; ; restart++) {
       const t0 = performance.now();
@@ -301,7 +320,7 @@ export class ImagePuller {
       };
       try {
         emit('downloading');
-        await this.streamLayer(counted(repo.blob(layer, signal, { onRetry: () => emit('retrying') })), layer, index, diffId, staging, signal, image, log);
+        await this.streamLayer(counted(repo.blob(layer, signal, { onRetry: () => emit('retrying') })), layer, index, diffId, staging, signal, ctx, log);
         fetched += bytes;
         emit('done');
         const ms = performance.now() - t0;
@@ -322,12 +341,13 @@ export class ImagePuller {
    * staging in a worker thread (unpack-thread.ts; a corrupted download is
    * reported as a digest mismatch even when zlib or the tar reader trips over it first).
    */
-  private async streamLayer(blob: AsyncIterable<Buffer>, layer: Descriptor, index: number, diffId: string, staging: string, signal: AbortSignal, image: string, log: Logger): Promise<void> {
+  private async streamLayer(blob: AsyncIterable<Buffer>, layer: Descriptor, index: number, diffId: string, staging: string, signal: AbortSignal, ctx: LayerContext, log: Logger): Promise<void> {
     let mediaType = layer.mediaType;
     const decrypt: Transform[] = [];
     if (isEncrypted(mediaType)) {
-      if (!this.deps.decryptor) throw encryptedWithoutDecryptor(layer, index);
-      const d = await this.deps.decryptor.decrypt({ descriptor: layer, index, image, diffId }, signal);
+      const key = ctx.keys.get(index);
+      if (!key) throw encryptedWithoutDecryptor(layer, index);
+      const d = await key.open({ descriptor: layer, index, image: ctx.image, diffId }, signal);
       decrypt.push(d.stream);
       mediaType = d.mediaType;
     }
