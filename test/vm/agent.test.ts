@@ -177,10 +177,15 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
     // The agent is the one the init started, with the baked config.
     const pid = (await vm.run('cat /run/tee-agent.pid')).trim();
     assert.match(await vm.run(`tr '\\0' ' ' < /proc/${pid}/cmdline`), /tee-agent\.mjs serve --config \/etc\/tee-agent\/config\.toml/);
+    // With the environment and flags the bundle recipe wrote (scripts/bundle.ts).
+    assert.match(await vm.run(`tr '\\0' '\\n' < /proc/${pid}/environ`), /^MALLOC_ARENA_MAX=2$/m);
+    assert.match(await vm.run(`tr '\\0' ' ' < /proc/${pid}/cmdline`), /--max-semi-space-size=1 /);
     // Modules the agent needs are loaded.
     const mods = await vm.run('cut -d" " -f1 /proc/modules');
     for (const m of ['dm_crypt', 'dm_integrity', 'dm_verity', 'virtio_blk', 'virtio_net', 'vsock', 'overlay', 'authenc', 'xts']) assert.match(mods, new RegExp(`^${m}$`, 'm'), m);
     assert.match(await vm.run('cat /proc/mounts'), /^configfs \/sys\/kernel\/config configfs/m);
+    // The image store's tmpfs gives big files huge pages.
+    assert.match(await vm.run('cat /proc/mounts'), /^run \/run tmpfs \S*huge=within_size/m);
     // Pause bundle: kata's layout, a static pause that exits 0 on SIGTERM.
     const config = JSON.parse((await vm.readFile('/pause_bundle/config.json')).toString()) as { process: { args: string[] }; root: { path: string } };
     assert.deepEqual(config.process.args, ['/pause']);
