@@ -7,6 +7,7 @@ import type { FlattenedJWE } from 'jose';
 import type { Logger } from 'pino';
 import { Agent, request, type Dispatcher } from 'undici';
 import { Cancelled } from '../errors.ts';
+import { collectBody } from '../http-body.ts';
 import { ResourceNotFound, type KeySource, type ResourceUri } from '../resource.ts';
 import type { Attester } from './attester.ts';
 import { KbsDenied, KbsProtocolError, KbsTimeout, KbsUnavailable, ResourceDecryptFailed } from './errors.ts';
@@ -173,18 +174,9 @@ export class KbsClient {
     const where = `${method} ${this.base}${path.split('?')[0]}`;
     try {
       const res = await request(this.base + path, { method, headers, body, signal: combined, dispatcher: this.dispatcher });
-      const chunks: Buffer[] = [];
-      let size = 0;
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > MAX_BODY) {
-          res.body.destroy();
-          throw new KbsProtocolError(`KBS response to ${where} exceeds ${MAX_BODY} bytes`);
-        }
-        chunks.push(chunk);
-      }
+      const bytes = await collectBody(res.body, MAX_BODY, () => new KbsProtocolError(`KBS response to ${where} exceeds ${MAX_BODY} bytes`));
       if (res.statusCode >= 500) throw new KbsUnavailable(`KBS answered ${res.statusCode} to ${where}`);
-      return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) };
+      return { status: res.statusCode, headers: res.headers, body: bytes };
     } catch (err) {
       if (err instanceof KbsProtocolError || err instanceof KbsUnavailable) throw err;
       if (signal?.aborted) throw new Cancelled();

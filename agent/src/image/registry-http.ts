@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Dispatcher } from 'undici';
 import { Dispatchers, type ProxySettings } from './http-dispatch.ts';
 import { AgentError, Cancelled } from '../errors.ts';
+import { collectBody } from '../http-body.ts';
 import { RegistryTimeout, RegistryUnavailable } from './registry-errors.ts';
 
 export interface HttpSettings {
@@ -178,21 +179,11 @@ export async function readCapped(res: HttpResponse, max: number, settings: HttpS
     res.body.destroy();
     throw onTooLarge(`${what} is ${declared} bytes, more than the ${max}-byte limit`);
   }
-  const parts: Buffer[] = [];
-  let total = 0;
   try {
-    for await (const chunk of watchedBody(res.body, settings)) {
-      total += chunk.length;
-      if (total > max) {
-        res.body.destroy();
-        throw onTooLarge(`${what} is more than the ${max}-byte limit`);
-      }
-      parts.push(chunk);
-    }
+    return await collectBody(res.body, max, () => onTooLarge(`${what} is more than the ${max}-byte limit`), watchedBody(res.body, settings));
   } catch (err) {
     throw classifyNetworkError(err);
   }
-  return Buffer.concat(parts, total);
 }
 
 const MAX_REDIRECTS = 5;

@@ -8,6 +8,7 @@ import { readdir, readFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import { collectBody } from '../http-body.ts';
 import { Dispatchers, type ProxySettings } from '../image/http-dispatch.ts';
 import { checkDigest, type ImageReference } from '../image/reference.ts';
 import { RegistriesDInvalid, SignatureStoreUnavailable } from './errors.ts';
@@ -149,17 +150,7 @@ export class DefaultLookasideReader implements LookasideReader {
       await res.body.dump().catch(() => {});
       throw new SignatureStoreUnavailable(`lookaside ${url.host}: HTTP ${res.statusCode} for ${url.pathname}`);
     }
-    const parts: Buffer[] = [];
-    let total = 0;
-    for await (const chunk of res.body as AsyncIterable<Buffer>) {
-      total += chunk.length;
-      if (total > max) {
-        res.body.destroy();
-        throw new SignatureStoreUnavailable(`lookaside ${url.host}: ${url.pathname} is larger than ${max} bytes`);
-      }
-      parts.push(chunk);
-    }
-    return Buffer.concat(parts);
+    return collectBody(res.body, max, () => new SignatureStoreUnavailable(`lookaside ${url.host}: ${url.pathname} is larger than ${max} bytes`));
   }
 
   close(): Promise<void> {
