@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { scriptOptions } from './lib/args.ts';
 import { bootVm, buildImage, chooseAccel, DEFAULT_IMAGE_DIR, kvmWorks, NO_AGENT_MARKER, type Accel, type Vm } from './lib/qemu.ts';
 
 const usage = `Usage: scripts/bench-boot [--runs N] [--image DIR] [--accel auto|kvm|tcg] [--memory MIB]
@@ -25,21 +25,13 @@ and reports medians:
 Under TCG the ratios are the figures to quote. KVM figures are reported
 too wherever a KVM guest really runs (not on nested hosts where it fails).`;
 
-const { values } = (() => {
-  try {
-    return parseArgs({
-      options: { runs: { type: 'string' }, image: { type: 'string' }, accel: { type: 'string' }, memory: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-    });
-  } catch (err) {
-    process.stderr.write(`bench-boot: ${(err as Error).message}\n\n${usage}\n`);
-    process.exit(2);
-  }
-})();
-if (values.help) {
-  process.stdout.write(usage + '\n');
-  process.exit(0);
-}
+const values = scriptOptions('bench-boot', usage, {
+  runs: { type: 'string' },
+  image: { type: 'string' },
+  accel: { type: 'string' },
+  memory: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+});
 const runs = Number(values.runs ?? 3);
 const imageDir = values.image ?? DEFAULT_IMAGE_DIR;
 const memoryMb = Number(values.memory ?? 1024);

@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { scriptOptions } from './lib/args.ts';
 import { request } from 'undici';
 import { KbsClient } from '../agent/src/attestation/kbs-client.ts';
 import { SampleAttester } from '../agent/src/attestation/sample.ts';
@@ -33,17 +33,13 @@ Options:
   --json            print the results as JSON
   -h, --help        show this help`;
 
-let args;
-try {
-  args = parseArgs({ options: { runs: { type: 'string' }, 'tee-key': { type: 'string' }, 'no-daemon': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }).values;
-} catch (err) {
-  process.stderr.write(`bench-kbs: ${(err as Error).message}\n\n${usage}\n`);
-  process.exit(2);
-}
-if (args.help) {
-  process.stdout.write(usage + '\n');
-  process.exit(0);
-}
+const args = scriptOptions('bench-kbs', usage, {
+  runs: { type: 'string' },
+  'tee-key': { type: 'string' },
+  'no-daemon': { type: 'boolean' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+});
 const runs = Number(args.runs ?? 20);
 const alg = (args['tee-key'] ?? 'ECDH-ES+A256KW-P256') as TeeKeyAlgorithm;
 if (!Number.isInteger(runs) || runs < 1 || !['ECDH-ES+A256KW-P256', 'ECDH-ES+A256KW-P521', 'RSA-OAEP-256'].includes(alg)) {

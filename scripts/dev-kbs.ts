@@ -2,7 +2,7 @@
 // URL on stdout when it is listening; one line per request on stderr.
 
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { scriptOptions } from './lib/args.ts';
 import { startDevKbs } from './lib/dev-kbs.ts';
 
 const usage = `Usage: scripts/dev-kbs --resources DIR [options]
@@ -26,30 +26,17 @@ Options:
 
 Prints the base URL (e.g. http://127.0.0.1:40123) on stdout when ready.`;
 
-let values;
-try {
-  values = parseArgs({
-    options: {
-      resources: { type: 'string' },
-      host: { type: 'string' },
-      port: { type: 'string' },
-      'tls-cert': { type: 'string' },
-      'tls-key': { type: 'string' },
-      'session-timeout': { type: 'string' },
-      'token-ttl': { type: 'string' },
-      'tdx-test-mode': { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  }).values;
-} catch (err) {
-  process.stderr.write(`dev-kbs: ${(err as Error).message}\n\n${usage}\n`);
-  process.exit(2);
-}
-if (values.help) {
-  process.stdout.write(usage + '\n');
-  process.exit(0);
-}
+const values = scriptOptions('dev-kbs', usage, {
+  resources: { type: 'string' },
+  host: { type: 'string' },
+  port: { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'session-timeout': { type: 'string' },
+  'token-ttl': { type: 'string' },
+  'tdx-test-mode': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+});
 const num = (v: string | undefined, name: string): number | undefined => {
   if (v === undefined) return undefined;
   const n = Number(v);
