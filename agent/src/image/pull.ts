@@ -27,7 +27,7 @@ import { formatReference, manifestReference, parseReference, type ImageReference
 import { resolveCandidates, type PullCandidate, type PullSource, type RegistriesConf } from './registries-conf.ts';
 import { BlobRestart, RegistryClient, type FetchedManifest, type Repository } from './registry.ts';
 import { EncryptedLayerUnsupported, ImageNotFound, ManifestRejected, RegistryDigestMismatch, VerificationUnavailable } from './registry-errors.ts';
-import { blobStream, compressionOf, type DecompressLimits } from './stages.ts';
+import { compressionOf, layerStream, type DecompressLimits } from './stages.ts';
 import { unpackInWorker } from './unpack-thread.ts';
 import type { UnpackLimits } from './unpack.ts';
 import type { LayerStore } from './store.ts';
@@ -337,8 +337,8 @@ export class ImagePuller {
   }
 
   /**
-   * download → digest(descriptor) → decrypt? here, then decompress → digest(diff_id) → unpack into
-   * staging in a worker thread (unpack-thread.ts; a corrupted download is
+   * download → digest(descriptor) → decrypt? → decompress → digest(diff_id) here, then unpack
+   * into staging in a worker thread (unpack-thread.ts; a corrupted download is
    * reported as a digest mismatch even when zlib or the tar reader trips over it first).
    */
   private async streamLayer(blob: AsyncIterable<Buffer>, layer: Descriptor, index: number, diffId: string, staging: string, signal: AbortSignal, ctx: LayerContext, log: Logger): Promise<void> {
@@ -351,9 +351,11 @@ export class ImagePuller {
       decrypt.push(d.stream);
       mediaType = d.mediaType;
     }
-    const plain = blobStream(Readable.from(blob, { objectMode: false }), { digest: layer.digest, size: layer.size }, decrypt);
-    const job = { compression: compressionOf(mediaType), diffId, dir: staging, decompressLimits: this.deps.settings.decompressLimits, unpackLimits: this.deps.settings.unpackLimits };
-    await unpackInWorker(plain, job, { signal, log });
+    const source = Readable.from(blob, { objectMode: false });
+    const tar = layerStream(source, { digest: layer.digest, size: layer.size, mediaType, diffId }, { limits: this.deps.settings.decompressLimits, decrypt });
+    // zlib's output buffers are the stream's own; an uncompressed layer's chunks are the HTTP client's.
+    const owned = compressionOf(mediaType) !== 'none';
+    await unpackInWorker(tar, { dir: staging, unpackLimits: this.deps.settings.unpackLimits }, { signal, log, owned });
   }
 }
 

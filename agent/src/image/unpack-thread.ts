@@ -1,27 +1,25 @@
-// A layer's CPU work off the pull's main thread: decompress → diff_id check
-// → tar unpack run in a worker thread (unpack-worker.ts) shared by the
-// layers being unpacked, while the main thread only downloads, checks the
-// blob digest and decrypts (keys stay on this thread). Chunks go over in
-// CHUNK-sized transfers with at most WINDOW bytes unacknowledged per layer,
-// and their memory comes back for reuse, so memory stays flat in layer size.
-// Errors come back as the same typed AgentErrors (thread-errors.ts); a
-// corrupted blob still wins over the archive error it caused
-// (SettlingStream). A layer's unpack has finished writing to its directory
-// before this returns or throws.
+// A layer's unpack off the pull's main thread: the tar unpack (per-file
+// syscalls and the tar reader, the bulk of a pull's JavaScript) runs in a
+// worker thread (unpack-worker.ts) shared by the layers being unpacked,
+// while the main thread downloads, checks the blob digest, decrypts (keys
+// stay on this thread), inflates (on the zlib thread pool) and checks the
+// diff_id. Tar bytes go over in transfers with at most WINDOW bytes
+// unacknowledged per layer, so memory stays flat in layer size; zlib's
+// filled output buffers move there without a copy. Errors come back as the
+// same typed AgentErrors (thread-errors.ts); a corrupted blob still wins
+// over the archive error it caused (SettlingStream). A layer's unpack has
+// finished writing to its directory before this returns or throws.
 
 import { Worker } from 'node:worker_threads';
 import type { UnpackLog } from './layer-writer.ts';
-import { abortError, type Compression, type DecompressLimits, type SettlingStream } from './stages.ts';
+import { abortError, DECOMPRESS_CHUNK, type LayerTar } from './stages.ts';
 import { receiveError, type SentError } from './thread-errors.ts';
-import type { UnpackLimits, UnpackStats } from './unpack.ts';
+import { typedError, type UnpackLimits, type UnpackStats } from './unpack.ts';
 
 /** What a worker unpacks. */
 export interface WorkerJob {
-  readonly compression: Compression;
-  readonly diffId: string;
   /** The empty directory to unpack into. */
   readonly dir: string;
-  readonly decompressLimits: DecompressLimits;
   readonly unpackLimits: UnpackLimits;
   readonly asRoot?: boolean;
 }
@@ -34,18 +32,15 @@ export type ToWorker =
   | { t: 'abort'; id: number };
 
 export type ToMain =
-  /** `data`: a chunk's memory handed back for reuse. */
-  | { t: 'ack'; id: number; bytes: number; data?: ArrayBuffer }
+  | { t: 'ack'; id: number; bytes: number }
   | { t: 'log'; id: number; level: 'debug' | 'warn'; obj: object; msg: string }
   | { t: 'done'; id: number; stats: UnpackStats }
   | { t: 'error'; id: number; error: SentError };
 
-/** Bytes per transfer: few enough messages, small enough to keep memory flat. */
-const CHUNK = 256 * 1024;
+/** Bytes per copied transfer: few enough messages, small enough to keep memory flat. */
+const CHUNK = DECOMPRESS_CHUNK;
 /** Unacknowledged bytes per layer before the download waits. */
 const WINDOW = 2 * CHUNK;
-/** Chunk buffers kept for reuse (the worker hands them back once zlib has read them). */
-const SPARE = WINDOW / CHUNK + 1;
 /**
  * Worker threads shared by all layers being unpacked. One: on 2 cores a
  * second or third (one per layer) was no faster (the zlib pool and the main
@@ -108,15 +103,20 @@ function release(thread: Thread, id: number): void {
   void thread.worker.terminate();
 }
 
-/** Unpack the plaintext blob `blob` (see blobStream) in a worker thread. */
-export async function unpackInWorker(blob: SettlingStream, job: WorkerJob, opts: { signal: AbortSignal; log: UnpackLog }): Promise<UnpackStats> {
+/**
+ * Unpack the tar stream `tar` (see layerStream) in a worker thread. With
+ * `owned`, its chunks are slices of buffers that nothing else holds or
+ * writes once their last byte has been read (zlib's output): such a buffer,
+ * read whole from its start, moves to the worker without a copy. Other
+ * bytes are copied into CHUNK-sized transfers.
+ */
+export async function unpackInWorker(tar: LayerTar, job: WorkerJob, opts: { signal: AbortSignal; log: UnpackLog; owned?: boolean }): Promise<UnpackStats> {
   const { signal, log } = opts;
   let final: { stats: UnpackStats } | { error: Error } | undefined;
   let finished!: () => void;
   const ended = new Promise<void>((resolve) => (finished = resolve));
   let wake: (() => void) | undefined;
   let inflight = 0;
-  const spare: ArrayBuffer[] = [];
   const settle = (f: NonNullable<typeof final>): void => {
     if (final) return;
     final = f;
@@ -127,7 +127,6 @@ export async function unpackInWorker(blob: SettlingStream, job: WorkerJob, opts:
     message(m) {
       if (m.t === 'ack') {
         inflight -= m.bytes;
-        if (m.data && spare.length < SPARE) spare.push(m.data);
         wake?.();
       } else if (m.t === 'log') log[m.level](m.obj, m.msg);
       else if (m.t === 'done') settle({ stats: m.stats });
@@ -143,44 +142,82 @@ export async function unpackInWorker(blob: SettlingStream, job: WorkerJob, opts:
   if (signal.aborted) onAbort();
   else signal.addEventListener('abort', onAbort, { once: true });
 
+  const send = (data: ArrayBuffer, length: number): void => {
+    inflight += length;
+    post({ t: 'chunk', id, data, length }, [data]);
+  };
+  const window = async (): Promise<void> => {
+    while (inflight >= WINDOW && !final) await new Promise<void>((resolve) => (wake = resolve));
+    wake = undefined;
+  };
+  // Copied bytes not yet sent.
+  let cur: Buffer | undefined;
+  let fill = 0;
+  const sendCopied = (): void => {
+    if (fill > 0) send(cur!.buffer as ArrayBuffer, fill);
+    cur = undefined;
+    fill = 0;
+  };
+  const copy = async (c: Buffer): Promise<void> => {
+    for (let off = 0; off < c.length && !final; ) {
+      cur ??= Buffer.from(new ArrayBuffer(CHUNK));
+      const n = c.copy(cur, fill, off);
+      off += n;
+      fill += n;
+      if (fill < CHUNK) continue;
+      sendCopied();
+      await window();
+    }
+  };
+  // Owned chunks read so far of one buffer, contiguous from its start.
+  let run: Buffer[] = [];
+  let runEnd = 0;
+  const copyRun = async (): Promise<void> => {
+    const parts = run;
+    run = [];
+    runEnd = 0;
+    for (const part of parts) await copy(part);
+  };
+
   let sendError: unknown;
   try {
-    let cur: Buffer | undefined;
-    let fill = 0;
-    const flush = (): void => {
-      const data = cur!.buffer as ArrayBuffer;
-      inflight += fill;
-      post({ t: 'chunk', id, data, length: fill }, [data]);
-      cur = undefined;
-      fill = 0;
-    };
-    for await (const chunk of blob) {
+    for await (const chunk of tar) {
       if (final) break;
       const c = chunk as Buffer;
-      for (let off = 0; off < c.length; ) {
-        cur ??= Buffer.from(spare.pop() ?? new ArrayBuffer(CHUNK));
-        const n = c.copy(cur, fill, off);
-        off += n;
-        fill += n;
-        if (fill < CHUNK) continue;
-        flush();
-        while (inflight >= WINDOW && !final) await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
-        if (final) break;
+      if (!opts.owned) {
+        await copy(c);
+        continue;
       }
+      if (run.length > 0 && (c.buffer !== run[0]!.buffer || c.byteOffset !== runEnd)) await copyRun();
+      if (run.length === 0 && c.byteOffset !== 0) {
+        await copy(c);
+        continue;
+      }
+      run.push(c);
+      runEnd += c.length;
+      if (runEnd < c.buffer.byteLength) continue;
+      // Every byte of the buffer has been read: it is the stream's no more.
+      sendCopied();
+      send(c.buffer as ArrayBuffer, runEnd);
+      run = [];
+      runEnd = 0;
+      await window();
     }
-    if (fill > 0) flush();
-    post({ t: 'end', id });
+    if (!final) {
+      await copyRun();
+      sendCopied();
+      post({ t: 'end', id });
+    }
   } catch (err) {
-    sendError = err;
+    sendError = typedError(err);
     post({ t: 'abort', id });
   }
   await ended;
   signal.removeEventListener('abort', onAbort);
   release(thread, id);
   if (signal.aborted) throw abortError(signal);
-  if (sendError !== undefined) throw sendError;
+  if (sendError !== undefined) throw await tar.settle(sendError as Error);
   const f = final!;
-  if ('error' in f) throw await blob.settle(f.error);
+  if ('error' in f) throw await tar.settle(f.error);
   return f.stats;
 }
