@@ -139,7 +139,7 @@ describe('pullImage against docker-registry', () => {
       for (const c of clients) await c.close();
       for (const s of stores) {
         for (const b of s.bundles()) await s.removeBundle(b.bundlePath);
-        s.close();
+        await s.close();
       }
     } finally {
       await proxy?.close();

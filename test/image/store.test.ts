@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BundleExists, BundleNotFound, BundleUnavailable, LayerNotFound, StoreBusy, StoreError, UnsafeArchive } from '../../agent/src/image/errors.ts';
 import { LayerStore } from '../../agent/src/image/store.ts';
+import { mountOverlay } from '../../agent/src/image/sys.ts';
 import { unpackLayer } from '../../agent/src/image/unpack.ts';
 import { createLogger } from '../../agent/src/log.ts';
 import { diffSnapshots, snapshot } from '../fixtures/fs-snapshot.ts';
@@ -48,7 +49,7 @@ for (const mode of ['overlay', 'copy'] as const) {
   test(`${mode} bundles apply whiteouts and opaque dirs and appear whole`, async () => {
     const work = fresh('work');
     const store = await LayerStore.open(work, log, { bundleMode: mode });
-    assert.equal(store.mode, mode);
+    assert.equal(await store.bundleMode(), mode);
     const path = fresh('bundle');
     const info = await bundle(store, [base, upper], path);
     assert.equal(info.mode, mode);
@@ -67,7 +68,7 @@ for (const mode of ['overlay', 'copy'] as const) {
     await assert.rejects(store.removeBundle(path), BundleNotFound);
     assert.deepEqual((await store.gc()).removed.sort(), [base.diffId, upper.diffId].sort());
     assert.deepEqual(readdirSync(join(work, 'layers')), []);
-    store.close();
+    await store.close();
   });
 }
 
@@ -79,7 +80,7 @@ test('overlay and copy bundles of the same layers are identical', async () => {
     const info = await bundle(store, [base, upper, l3], fresh('bundle'));
     snaps.push(snapshot(info.rootfs, { mtimes: true }));
     await store.removeBundle(info.bundlePath);
-    store.close();
+    await store.close();
   }
   assert.deepEqual(diffSnapshots(snaps[0]!, snaps[1]!, ['overlay', 'copy']), []);
   assert.deepEqual([...snaps[0]!.keys()].filter((p) => p.startsWith('d')), ['d', 'd/again']);
@@ -97,7 +98,7 @@ test('a symlink from a lower layer never redirects a later layer: copy refuses, 
   assert.deepEqual(readdirSync(sentinel), ['keep']);
   assert.equal(existsSync(join(path, 'rootfs')), false);
   assert.deepEqual(existsSync(path) ? readdirSync(path) : [], []);
-  copy.close();
+  await copy.close();
   const overlay = await LayerStore.open(fresh('work'), log, { bundleMode: 'overlay' });
   const info = await bundle(overlay, [evil1, evil2], fresh('bundle'));
   assert.ok(lstatSync(join(info.rootfs, 'link')).isDirectory());
@@ -105,7 +106,7 @@ test('a symlink from a lower layer never redirects a later layer: copy refuses, 
   assert.deepEqual(readdirSync(join(info.rootfs, 'link')), ['pwned']);
   assert.deepEqual(readdirSync(sentinel), ['keep']);
   await overlay.removeBundle(info.bundlePath);
-  overlay.close();
+  await overlay.close();
 });
 
 test('an explicit directory entry replaces a lower symlink in both modes', async () => {
@@ -116,7 +117,7 @@ test('an explicit directory entry replaces a lower symlink in both modes', async
     const info = await bundle(store, [l1, l2], fresh('bundle'));
     assert.deepEqual(readdirSync(join(info.rootfs, 'lib')), ['y']);
     await store.removeBundle(info.bundlePath);
-    store.close();
+    await store.close();
   }
 });
 
@@ -147,7 +148,7 @@ test('a layer shared by two images is produced once; concurrent ensureLayer call
   assert.ok(store.has(base.diffId));
   assert.equal(readFileSync(join(b2.rootfs, 'etc/a'), 'utf8'), 'a');
   await store.removeBundle(b2.bundlePath);
-  store.close();
+  await store.close();
 });
 
 test('a waiter that gives up does not cancel the run others wait for; when all give up it is cancelled', async () => {
@@ -195,7 +196,7 @@ test('a waiter that gives up does not cancel the run others wait for; when all g
   await tc.rollback();
   stagingEmpty(work);
   assert.equal(store.has(upper.diffId), false);
-  store.close();
+  await store.close();
 });
 
 test('a failing producer leaves nothing; every waiter sees the error; a retry runs again', async () => {
@@ -214,7 +215,7 @@ test('a failing producer leaves nothing; every waiter sees the error; a retry ru
   assert.ok(store.has(base.diffId));
   await t.rollback();
   assert.equal(store.has(base.diffId), false);
-  store.close();
+  await store.close();
 });
 
 test('rollback removes only what the transaction created and nothing else uses', async () => {
@@ -237,16 +238,35 @@ test('rollback removes only what the transaction created and nothing else uses',
   await assert.rejects(bundle(store, [base], kept.bundlePath), BundleExists);
   assert.equal(readFileSync(join(kept.rootfs, 'etc/a'), 'utf8'), 'a');
   await store.removeBundle(kept.bundlePath);
-  store.close();
+  await store.close();
+});
+
+test('"auto" probes overlayfs in the background; close() waits for the probe, which leaves nothing behind', async () => {
+  const work = fresh('work');
+  const store = await LayerStore.open(work, log, { bundleMode: 'auto' });
+  await store.close();
+  assert.deepEqual(readdirSync(work).sort(), ['bundles', 'layers', 'staging']);
+  assert.equal(readFileSync('/proc/self/mountinfo', 'utf8').includes(work), false);
+  // A probe killed with its overlay mounted: the next open unmounts and removes it.
+  if (process.getuid?.() === 0) {
+    for (const d of ['l', 'u', 'w', 'm']) mkdirSync(join(work, 'probe', d), { recursive: true });
+    await mountOverlay(join(work, 'probe/m'), join(work, 'probe'), ['l'], join(work, 'probe/u'), join(work, 'probe/w'));
+    assert.ok(mounted(join(work, 'probe/m')));
+  }
+  const again = await LayerStore.open(work, log);
+  assert.equal(await again.bundleMode(), process.getuid?.() === 0 ? 'overlay' : 'copy');
+  await again.close();
+  assert.deepEqual(readdirSync(work).sort(), ['bundles', 'layers', 'staging']);
+  assert.equal(readFileSync('/proc/self/mountinfo', 'utf8').includes(work), false);
 });
 
 test('the work_dir lock: a second open fails while the first holds it', async () => {
   const work = fresh('work');
   const a = await LayerStore.open(work, log);
   await assert.rejects(LayerStore.open(work, log), StoreBusy);
-  a.close();
+  await a.close();
   const b = await LayerStore.open(work, log);
-  b.close();
+  await b.close();
 });
 
 test('open cleans what a kill -9 left: staging, half-stored layers, bundles never finished', async () => {
@@ -254,8 +274,8 @@ test('open cleans what a kill -9 left: staging, half-stored layers, bundles neve
   const store = await LayerStore.open(work, log);
   const keep = await bundle(store, [base], fresh('bundle'));
   const keepCopy = await LayerStore.open(fresh('work'), log, { bundleMode: 'copy' });
-  keepCopy.close();
-  store.close();
+  await keepCopy.close();
+  await store.close();
   // A child process takes the store and dies mid-layer.
   const child = spawn(
     process.execPath,
@@ -304,15 +324,15 @@ test('open cleans what a kill -9 left: staging, half-stored layers, bundles neve
   await t.ensureLayer(upper.diffId, produce(upper));
   await t.commitBundle(fresh('bundle'), [base.diffId, upper.diffId]);
   for (const b of again.bundles()) await again.removeBundle(b.bundlePath);
-  again.close();
+  await again.close();
 });
 
 test('overlay mode is refused where overlayfs cannot carry the work_dir; auto falls back to copy', async () => {
   const odd = fresh('work:colon');
   await assert.rejects(LayerStore.open(odd, log, { bundleMode: 'overlay' }), BundleUnavailable);
   const auto = await LayerStore.open(odd, log, { bundleMode: 'auto' });
-  assert.equal(auto.mode, 'copy');
-  auto.close();
+  assert.equal(await auto.bundleMode(), 'copy');
+  await auto.close();
 });
 
 test('whiteouts in a directory only one layer has are not listed in either mode', async () => {
@@ -324,7 +344,7 @@ test('whiteouts in a directory only one layer has are not listed in either mode'
     const info = await bundle(store, [bottom, l2], fresh('bundle'));
     snaps.push(snapshot(info.rootfs, { mtimes: true }));
     await store.removeBundle(info.bundlePath);
-    store.close();
+    await store.close();
   }
   assert.deepEqual([...snaps[0]!.keys()], ['fresh', 'fresh/deeper', 'fresh/deeper/x', 'new', 'new/real']);
   assert.deepEqual(diffSnapshots(snaps[0]!, snaps[1]!, ['overlay', 'copy']), []);
@@ -338,7 +358,7 @@ test('empty layers and everything below an opaque root are left out of the stack
   assert.deepEqual(readdirSync(info.rootfs), ['only']);
   assert.ok(readFileSync('/proc/self/mountinfo', 'utf8').includes(info.rootfs));
   await store.removeBundle(info.bundlePath);
-  store.close();
+  await store.close();
 });
 
 test.after(() => {

@@ -51,7 +51,7 @@ for (const [encoding, layout] of Object.entries(layouts)) {
       assert.equal(readFileSync(join(info.rootfs, 'etc/passwd'), 'utf8'), 'root:x:0:0::/root:/bin/zsh\n');
       assert.equal(lstatSync(info.rootfs).mode & 0o7777, lstatSync(join(work, 'reference/rootfs')).mode & 0o7777);
       await store.removeBundle(info.bundlePath);
-      store.close();
+      await store.close();
     });
   }
 }
@@ -73,7 +73,7 @@ for (const [encoding, at] of [['gzip', -20], ['none', 700]] as const) {
     await txn.rollback();
     assert.equal(store.has(l.diffId), false);
     assert.deepEqual(readdirSync(join(work, `store-tampered-${encoding}`, 'staging')), []);
-    store.close();
+    await store.close();
   });
 }
 

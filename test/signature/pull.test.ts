@@ -67,7 +67,7 @@ describe('signature verification in the pull', () => {
     } finally {
       await puller.deps.registry.close();
       await verifier?.close();
-      store.close();
+      await store.close();
     }
   }
   const verifying = (policy: unknown, extra: string[] = []): string[] => ['enable_signature_verification = true', `policy = ${JSON.stringify(policyFile(policy))}`, `registries_d = ${JSON.stringify(regd)}`, ...extra];

@@ -43,7 +43,7 @@ export async function openImageService(config: AgentConfig, log: Logger, keySour
     close: async () => {
       await puller.deps.registry.close();
       await verifier?.close();
-      store.close();
+      await store.close();
     },
   };
 }

@@ -9,7 +9,6 @@ export class UsageError extends Error {
 
 export interface Command {
   readonly name: string;
-  readonly summary: string;
   readonly usage: string;
   run(argv: string[]): Promise<number>;
 }

@@ -20,7 +20,6 @@ Options:
 
 export const attest: Command = {
   name: 'attest',
-  summary: 'print TEE evidence for some runtime data',
   usage,
   async run(argv) {
     const { values } = parse(argv, {

@@ -56,7 +56,6 @@ function parseLayers(text: string | undefined): number[] | undefined {
 
 export const encrypt: Command = {
   name: 'encrypt',
-  summary: 'encrypt the layers of an image in an OCI layout (ocicrypt-compatible)',
   usage,
   async run(argv) {
     const { values } = parse(argv, {

@@ -3,12 +3,20 @@
 import { ConfigError } from '../config/index.ts';
 import { AgentError } from '../errors.ts';
 import { UsageError, type Command } from './args.ts';
-import { attest } from './attest.ts';
-import { encrypt } from './encrypt.ts';
-import { pull } from './pull.ts';
-import { serve } from './serve.ts';
 
-const commands: readonly Command[] = [serve, pull, encrypt, attest];
+interface Entry {
+  readonly name: string;
+  readonly summary: string;
+  /** Loaded on use: a one-shot pull does not evaluate the daemon's gRPC stack or the encryptor (~30 ms of start-up). */
+  load(): Promise<Command>;
+}
+
+const commands: readonly Entry[] = [
+  { name: 'serve', summary: 'run the agent daemon', load: async () => (await import('./serve.ts')).serve },
+  { name: 'pull', summary: 'pull an image into a bundle (one-shot)', load: async () => (await import('./pull.ts')).pull },
+  { name: 'encrypt', summary: 'encrypt the layers of an image in an OCI layout (ocicrypt-compatible)', load: async () => (await import('./encrypt.ts')).encrypt },
+  { name: 'attest', summary: 'print TEE evidence for some runtime data', load: async () => (await import('./attest.ts')).attest },
+];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -28,11 +36,12 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(help() + '\n');
     return name ? 0 : 2;
   }
-  const command = commands.find((c) => c.name === name);
-  if (!command) {
+  const entry = commands.find((c) => c.name === name);
+  if (!entry) {
     process.stderr.write(`tee-agent: unknown command ${JSON.stringify(name)}\n\n${help()}\n`);
     return 2;
   }
+  const command = await entry.load();
   try {
     return await command.run(rest);
   } catch (err) {

@@ -35,7 +35,6 @@ Options:
 
 export const pull: Command = {
   name: 'pull',
-  summary: 'pull an image into a bundle (one-shot)',
   usage,
   async run(argv) {
     const { values, positionals } = parse(

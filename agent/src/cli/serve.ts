@@ -28,7 +28,6 @@ Precedence: flags > config file > kernel cmdline > defaults.`;
 
 export const serve: Command = {
   name: 'serve',
-  summary: 'run the agent daemon',
   usage,
   async run(argv) {
     const { values } = parse(argv, {

@@ -4,6 +4,7 @@
 //   work_dir/layers/<alg>-<hex>/        one unpacked layer (an overlayfs lower dir)
 //   work_dir/layers/<alg>-<hex>.layer.json   its sidecar (written first)
 //   work_dir/staging/<random>/          layers being produced; removed on open
+//   work_dir/probe/                     the overlayfs probe's tiny stack; removed on open
 //   work_dir/bundles/<id>.json          one record per bundle: path, mode, layers, state
 //   work_dir/bundles/<id>/{upper,work}  overlay upper and work dirs of that bundle
 //
@@ -153,8 +154,9 @@ function fsyncDir(dir: string): void {
 
 export class LayerStore {
   readonly workDir: string;
-  /** The mode bundles are built in, after probing ("auto" resolved). */
-  readonly mode: 'overlay' | 'copy';
+  /** The mode bundles are built in, once probed ("auto" resolved); see bundleMode(). */
+  private readonly mode: Promise<'overlay' | 'copy'>;
+  private probing = true;
   private readonly log: Logger;
   private readonly durable: boolean;
   private readonly layersDir: string;
@@ -170,10 +172,11 @@ export class LayerStore {
   private readonly configuredMode: BundleMode;
   private closed = false;
 
-  private constructor(workDir: string, log: Logger, mode: 'overlay' | 'copy', opts: StoreOptions) {
+  private constructor(workDir: string, log: Logger, mode: Promise<'overlay' | 'copy'>, opts: StoreOptions) {
     this.workDir = workDir;
     this.log = log;
     this.mode = mode;
+    void mode.finally(() => (this.probing = false));
     this.configuredMode = opts.bundleMode ?? 'auto';
     this.durable = opts.durable ?? true;
     this.layersDir = join(workDir, 'layers');
@@ -181,7 +184,12 @@ export class LayerStore {
     this.bundlesDir = join(workDir, 'bundles');
   }
 
-  /** Open (creating) the store at workDir, take its lock, clean what a crash left, and probe the bundle mode. */
+  /**
+   * Open (creating) the store at workDir, take its lock, clean what a crash
+   * left, and probe the bundle mode. With "auto" the overlay probe (a few
+   * child processes, ~20 ms) runs while the first pull downloads; an
+   * explicit "overlay" is checked before this returns.
+   */
   static async open(workDir: string, log: Logger, opts: StoreOptions = {}): Promise<LayerStore> {
     const dir = resolve(workDir);
     for (const d of ['', 'layers', 'staging', 'bundles']) {
@@ -192,14 +200,16 @@ export class LayerStore {
       }
     }
     takeLock(dir);
-    let mode: 'overlay' | 'copy';
+    const configured = opts.bundleMode ?? 'auto';
+    let known: 'overlay' | 'copy' | undefined;
     try {
-      mode = await chooseMode(dir, opts.bundleMode ?? 'auto', log);
+      if (configured !== 'auto') known = await chooseMode(dir, configured, log);
     } catch (err) {
       releaseLock(dir);
       throw err;
     }
-    const store = new LayerStore(dir, log, mode, opts);
+    let probe!: (mode: 'overlay' | 'copy') => void;
+    const store = new LayerStore(dir, log, known ? Promise.resolve(known) : new Promise((resolve) => (probe = resolve)), opts);
     try {
       await store.recover();
       if (opts.gcOnOpen ?? true) {
@@ -207,17 +217,34 @@ export class LayerStore {
         if (removed.length) log.info({ removed: removed.length }, 'image store: removed layers no bundle uses');
       }
     } catch (err) {
-      store.close();
+      if (!known) probe('copy');
+      await store.close();
       throw err;
     }
-    log.info({ workDir: dir, bundleMode: mode, layers: store.layers.size, bundles: store.records.size }, 'image store open');
+    // After recover(), which empties the staging directory the probe works in.
+    if (!known) {
+      void chooseMode(dir, 'auto', log).then(
+        (mode) => {
+          log.debug({ bundleMode: mode }, 'image store bundle mode probed');
+          probe(mode);
+        },
+        () => probe('copy'),
+      );
+    }
+    log.info({ workDir: dir, bundleMode: known ?? configured, layers: store.layers.size, bundles: store.records.size }, 'image store open');
     return store;
   }
 
-  /** Release the lock. Bundles and layers stay. */
-  close(): void {
+  /** The mode bundles are built in: "overlay" or "copy", once the probe at open has finished. */
+  bundleMode(): Promise<'overlay' | 'copy'> {
+    return this.mode;
+  }
+
+  /** Release the store's lock; after an "auto" probe still running at open has cleaned up. */
+  async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.probing) await this.mode;
     releaseLock(this.workDir);
   }
 
@@ -359,7 +386,7 @@ export class LayerStore {
     if (this.records.has(id) || exists(rootfs)) throw new BundleExists(path);
     for (const d of diffIds) if (!this.layers.has(d)) throw new LayerNotFound(d);
     const stack = this.effectiveStack(diffIds);
-    const mode = this.bundleModeFor(stack);
+    const mode = await this.bundleModeFor(stack);
     const rec: BundleRecord = { bundlePath: path, mode, layers: [...diffIds], state: 'building' };
     if (mode === 'copy') rec.tmp = join(path, `.rootfs-${randomBytes(6).toString('hex')}`);
     this.records.set(id, rec);
@@ -418,8 +445,8 @@ export class LayerStore {
     return stack;
   }
 
-  private bundleModeFor(stack: readonly string[]): 'overlay' | 'copy' {
-    if (this.mode === 'copy') return 'copy';
+  private async bundleModeFor(stack: readonly string[]): Promise<'overlay' | 'copy'> {
+    if ((await this.mode) === 'copy') return 'copy';
     let reason: string | undefined;
     if (stack.some((d) => !this.meta(d).overlayReady)) reason = 'a layer was unpacked without whiteout devices (not as root)';
     else if (new Set(stack).size !== stack.length) reason = 'the same layer appears twice in the stack';
@@ -546,6 +573,11 @@ export class LayerStore {
   /** Clean up after a crash: staging, half-stored layers, bundles that never became ready or are gone. */
   private async recover(): Promise<void> {
     for (const name of readdirSync(this.stagingDir)) await rm(join(this.stagingDir, name), { recursive: true, force: true });
+    const probe = probeDir(this.workDir);
+    if (exists(probe)) {
+      if (isMountPoint(join(probe, 'm'))) await unmount(join(probe, 'm'));
+      await rm(probe, { recursive: true, force: true });
+    }
     const names = new Set(readdirSync(this.layersDir));
     for (const name of names) {
       const isSidecar = name.endsWith('.layer.json');
@@ -671,9 +703,11 @@ async function chooseMode(dir: string, configured: BundleMode, log: Logger): Pro
   return 'copy';
 }
 
+const probeDir = (workDir: string): string => join(workDir, 'probe');
+
 /** Mount a tiny stack with a whiteout and an opaque dir and check the kernel honours both. */
 async function probeOverlay(dir: string): Promise<string | undefined> {
-  const probe = join(dir, 'staging', `probe-${randomBytes(4).toString('hex')}`);
+  const probe = probeDir(dir);
   const m = join(probe, 'm');
   try {
     for (const d of ['', 'l1', 'l1/d', 'l2', 'l2/d', 'u', 'w', 'm']) mkdirSync(join(probe, d));
