@@ -39,8 +39,12 @@ export type ToMain =
 
 /** Bytes per copied transfer: few enough messages, small enough to keep memory flat. */
 const CHUNK = DECOMPRESS_CHUNK;
-/** Unacknowledged bytes per layer before the download waits. */
-const WINDOW = 2 * CHUNK;
+/**
+ * Unacknowledged bytes per layer before the download waits: 1 MiB lets the
+ * main thread inflate ahead while the worker's code is still cold, and
+ * through its bursts (3-layer pull ~2.07 s with 256 KiB, ~2.03 s, same run).
+ */
+const WINDOW = 8 * CHUNK;
 /**
  * Worker threads shared by all layers being unpacked. One: on 2 cores a
  * second or third (one per layer) was no faster (the zlib pool and the main
