@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BundleExists, BundleNotFound, BundleUnavailable, LayerNotFound, StoreBusy, StoreError, UnsafeArchive } from '../../agent/src/image/errors.ts';
 import { LayerStore } from '../../agent/src/image/store.ts';
-import { mountOverlay } from '../../agent/src/image/sys.ts';
+import { mountOverlay, probeOverlayMount } from '../../agent/src/image/sys.ts';
 import { unpackLayer } from '../../agent/src/image/unpack.ts';
 import { createLogger } from '../../agent/src/log.ts';
 import { diffSnapshots, snapshot } from '../fixtures/fs-snapshot.ts';
@@ -258,6 +258,26 @@ test('"auto" probes overlayfs in the background; close() waits for the probe, wh
   await again.close();
   assert.deepEqual(readdirSync(work).sort(), ['bundles', 'layers', 'staging']);
   assert.equal(readFileSync('/proc/self/mountinfo', 'utf8').includes(work), false);
+});
+
+test('the overlay probe says which step failed', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
+  const stack = (): string => {
+    const p = fresh('probe');
+    for (const d of ['l1/d', 'l2/d', 'u', 'w', 'm']) mkdirSync(join(p, d), { recursive: true });
+    for (const f of ['l1/a', 'l1/d/x', 'l2/d/y']) writeFileSync(join(p, f), '');
+    return p;
+  };
+  assert.equal(await probeOverlayMount(stack()), undefined);
+  const taken = stack();
+  writeFileSync(join(taken, 'l2/a'), '');
+  assert.match((await probeOverlayMount(taken))!, /^mknod failed \(.*exists/);
+  const noDir = stack();
+  rmSync(join(noDir, 'l2/d'), { recursive: true });
+  assert.match((await probeOverlayMount(noDir))!, /^cannot set trusted xattrs \(/);
+  const noWork = stack();
+  rmSync(join(noWork, 'w'), { recursive: true });
+  assert.match((await probeOverlayMount(noWork))!, /^overlay mount failed \(/);
+  assert.equal(readFileSync('/proc/self/mountinfo', 'utf8').includes(noWork), false);
 });
 
 test('the work_dir lock: a second open fails while the first holds it', async () => {

@@ -42,8 +42,7 @@ import { BundleExists, BundleNotFound, BundleUnavailable, LayerNotFound, StoreBu
 import { flatten } from './flatten.ts';
 import { readLayerMeta, sidecarPath, type LayerMeta } from './layer-meta.ts';
 import { abortError, parseDigest } from './stages.ts';
-import { mknodBatch, mountOverlay, setxattrBatch, syncFs, unmount } from './sys.ts';
-import { OPAQUE_XATTR } from './xattr.ts';
+import { mountOverlay, probeOverlayMount, syncFs, unmount } from './sys.ts';
 
 export type BundleMode = 'auto' | 'overlay' | 'copy';
 
@@ -708,26 +707,15 @@ const probeDir = (workDir: string): string => join(workDir, 'probe');
 /** Mount a tiny stack with a whiteout and an opaque dir and check the kernel honours both. */
 async function probeOverlay(dir: string): Promise<string | undefined> {
   const probe = probeDir(dir);
-  const m = join(probe, 'm');
   try {
     for (const d of ['', 'l1', 'l1/d', 'l2', 'l2/d', 'u', 'w', 'm']) mkdirSync(join(probe, d));
     writeFileSync(join(probe, 'l1/a'), '');
     writeFileSync(join(probe, 'l1/d/x'), '');
     writeFileSync(join(probe, 'l2/d/y'), '');
-    await mknodBatch(join(probe, 'l2'), [{ path: 'a', type: 'c', major: 0, minor: 0 }]);
-    const r = await setxattrBatch(join(probe, 'l2'), [{ path: 'd', name: OPAQUE_XATTR, value: Buffer.from('y') }]);
-    if (r.code !== 0) return `cannot set trusted xattrs (${r.stderr.slice(0, 120)})`;
-    await mountOverlay(m, probe, ['l2', 'l1'], join(probe, 'u'), join(probe, 'w'));
-    try {
-      const ok = !exists(join(m, 'a')) && !exists(join(m, 'd/x')) && exists(join(m, 'd/y'));
-      if (!ok) return 'overlayfs ignored a whiteout or an opaque directory';
-    } finally {
-      await unmount(m);
-    }
-    return undefined;
+    return await probeOverlayMount(probe);
   } catch (err) {
     return (err as Error).message.slice(0, 200);
   } finally {
-    await rm(probe, { recursive: true, force: true }).catch(() => {});
+    if (!isMountPoint(join(probe, 'm'))) await rm(probe, { recursive: true, force: true }).catch(() => {});
   }
 }

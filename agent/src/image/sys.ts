@@ -1,6 +1,7 @@
 // The few system calls Node does not offer (mknod, setxattr, mount, syncfs),
-// made through standard tools, batched per layer. Only file names, fixed
-// options and xattr values pass: names on argv (they are not secret) or
+// made through standard tools, batched per layer, never through a shell
+// except the overlay probe's fixed script. Only file names, fixed options
+// and xattr values pass: names on argv (they are not secret) or
 // NUL-separated on stdin, values on stdin. Paths are relative to `cwd`, a
 // directory the caller owns, and the caller has checked that every parent is
 // a real directory it created; the tools never see an unchecked path.
@@ -8,6 +9,7 @@
 import { spawn } from 'node:child_process';
 import { statfsSync } from 'node:fs';
 import { StoreError } from './errors.ts';
+import { OPAQUE_XATTR } from './xattr.ts';
 
 export interface RunResult {
   code: number;
@@ -90,14 +92,47 @@ export async function syncFs(dir: string): Promise<void> {
   if (r.code !== 0) throw new StoreError(`sync -f failed (${r.stderr.slice(0, 200)})`);
 }
 
+/** Layers are untrusted: never follow redirects or metacopy xattrs (the unpacker drops trusted.* from archives anyway). */
+const overlayOptions = (lower: readonly string[], upper: string, work: string): string =>
+  `lowerdir=${lower.join(':')},upperdir=${upper},workdir=${work},redirect_dir=nofollow,metacopy=off,index=off`;
+
 export async function mountOverlay(target: string, cwd: string, lower: readonly string[], upper: string, work: string): Promise<void> {
-  // Layers are untrusted: never follow redirects or metacopy xattrs (the unpacker drops trusted.* from archives anyway).
-  const opts = `lowerdir=${lower.join(':')},upperdir=${upper},workdir=${work},redirect_dir=nofollow,metacopy=off,index=off`;
-  const r = await run('mount', ['-t', 'overlay', 'overlay', '-o', opts, target], { cwd });
+  const r = await run('mount', ['-t', 'overlay', 'overlay', '-o', overlayOptions(lower, upper, work), target], { cwd });
   if (r.code !== 0) throw new StoreError(`overlay mount failed (${r.stderr.slice(0, 300)})`);
 }
 
 export async function unmount(target: string): Promise<void> {
   const r = await run('umount', [target]);
   if (r.code !== 0) throw new StoreError(`umount failed (${r.stderr.slice(0, 300)})`);
+}
+
+/** Why each step of the probe script can fail, by its exit code. */
+const PROBE_STEPS: Readonly<Record<number, string>> = {
+  10: 'mknod failed',
+  11: 'cannot set trusted xattrs',
+  12: 'overlay mount failed',
+  13: 'umount failed',
+};
+
+/**
+ * The overlayfs probe as one process: in `cwd`, which holds l1/a, l1/d/x,
+ * l2/d/y and empty u, w and m, make l2/a a whiteout and l2/d opaque, mount
+ * l2 over l1 at m as bundles are mounted, and check that a, d/x are hidden and
+ * d/y is not. One fixed script with no parameters: each fork of this large,
+ * multi-threaded process stalls it for milliseconds, and this was five.
+ * Returns why overlayfs is unusable, or undefined.
+ */
+export async function probeOverlayMount(cwd: string): Promise<string | undefined> {
+  const script = [
+    'mknod l2/a c 0 0 || exit 10',
+    `setfattr -h -n ${OPAQUE_XATTR} -v y l2/d || exit 11`,
+    `mount -t overlay overlay -o ${overlayOptions(['l2', 'l1'], 'u', 'w')} m || exit 12`,
+    'ok=0; [ ! -e m/a ] && [ ! -e m/d/x ] && [ -e m/d/y ] && ok=1',
+    'umount m || exit 13',
+    '[ $ok = 1 ] || exit 14',
+  ].join('\n');
+  const r = await run('sh', ['-c', script], { cwd });
+  if (r.code === 0) return undefined;
+  if (r.code === 14) return 'overlayfs ignored a whiteout or an opaque directory';
+  return `${PROBE_STEPS[r.code] ?? `probe exited with ${r.code}`} (${r.stderr.slice(0, 160)})`;
 }
