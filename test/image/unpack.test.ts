@@ -93,6 +93,8 @@ const hostile: Case[] = [
   ['size beyond 2^53', tar(entry({ name: 'f', size: base256(1n << 60n) })), UnsafeArchive],
   ['base-256 size with stray bits', tar(entry({ name: 'f', size: Buffer.from([0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10]) })), UnsafeArchive],
   ['size that is not octal', tar(entry({ name: 'f', size: Buffer.from('0000001x\0\0\0\0') })), UnsafeArchive],
+  ['size with padding between its digits', tar(entry({ name: 'f', size: Buffer.from('0000 001\0\0\0\0') })), UnsafeArchive],
+  ['size with an 8 in it', tar(entry({ name: 'f', size: Buffer.from('00000008\0\0\0\0') })), UnsafeArchive],
   ['file over the size cap', tar(file('big', Buffer.alloc(2 << 20))), LimitExceeded],
   ['layer over the byte cap', tar(...Array.from({ length: 5 }, (_, i) => file(`f${i}`, Buffer.alloc(1 << 20)))), LimitExceeded],
   ['too many entries', tar(...Array.from({ length: 20 }, (_, i) => file(`f${i}`))), LimitExceeded, { maxEntries: 10 }],
@@ -118,6 +120,12 @@ for (const [name, archive, type, limits] of hostile) {
     }
   });
 }
+
+test('octal fields padded with spaces and NULs on either side are read as other tar readers read them', async () => {
+  const { dir: d } = await unpack(tar(entry({ name: 'f', size: Buffer.from('    12 \0\0\0\0\0') }, 'ten bytes!'), entry({ name: 'g', size: Buffer.from('\0\0\0\0\0\0\0\0\0\0\0\0') })));
+  assert.equal(readFileSync(join(d, 'f'), 'utf8'), 'ten bytes!');
+  assert.equal(readFileSync(join(d, 'g'), 'utf8'), '');
+});
 
 test('absolute names and absolute hard link targets are relative to the root', async () => {
   const { dir: d } = await unpack(tar(file(abs, 'inside'), file('/etc/passwd', 'root'), hardlink('/etc/hl', '/etc/passwd')));

@@ -93,10 +93,14 @@ function numeric(block: Buffer, off: number, len: number, what: string): number 
     }
     return v;
   }
-  const s = f.toString('latin1');
-  const m = /^[ \0]*([0-7]*)[ \0]*$/.exec(s);
-  if (!m) throw new UnsafeArchive(`${what} is not an octal number`);
-  return m[1] === '' ? 0 : parseInt(m[1]!, 8);
+  // Octal digits between space/NUL padding, read byte by byte: this runs for six fields of every entry.
+  let i = 0;
+  while (i < len && (f[i] === 0x20 || f[i] === 0)) i++;
+  let v = 0;
+  for (; i < len && f[i]! >= 0x30 && f[i]! <= 0x37; i++) v = v * 8 + (f[i]! - 0x30);
+  while (i < len && (f[i] === 0x20 || f[i] === 0)) i++;
+  if (i !== len) throw new UnsafeArchive(`${what} is not an octal number`);
+  return v;
 }
 
 function decimal(v: Buffer, what: string, max: number): number {
@@ -234,8 +238,10 @@ export class TarGuard {
       this.ended = true;
       return;
     }
-    let sum = 0;
-    for (let j = 0; j < BLOCK; j++) sum += j >= 148 && j < 156 ? 0x20 : block[j]!;
+    // The checksum field itself counts as eight spaces.
+    let sum = 8 * 0x20;
+    for (let j = 0; j < 148; j++) sum += block[j]!;
+    for (let j = 156; j < BLOCK; j++) sum += block[j]!;
     if (sum !== numeric(block, 148, 8, 'checksum')) throw new MalformedArchive(`bad header checksum at offset ${this.pos - BLOCK}`);
     const magic = block.toString('latin1', 257, 265);
     const ustar = magic === 'ustar\x0000';
