@@ -23,7 +23,18 @@ export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
  */
 export const AGENT_NODE_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
 
-const common = { bundle: true, platform: 'node', target: 'node24', minify: true, keepNames: true, legalComments: 'none', logLevel: 'warning' } as const;
+// Identifiers are not mangled: the bundle starts ~15 ms sooner that way (\`pull --help\` 98 ms
+// against 112-123 ms), although it is 2.8 MB instead of 2.1 MB.
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node24',
+  minifyWhitespace: true,
+  minifySyntax: true,
+  keepNames: true,
+  legalComments: 'none',
+  logLevel: 'warning',
+} as const;
 // Some dependencies are CommonJS and call require() for node builtins.
 const requireBanner = { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" };
 
