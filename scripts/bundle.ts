@@ -1,7 +1,7 @@
 // Bundle the agent into one ESM file for the guest image: no node_modules
 // tree, protos/ copied beside it (the agent loads them at start).
 
-import { cpSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
@@ -44,35 +44,52 @@ export async function bundleEntry(entry: string, outfile: string): Promise<strin
   return outfile;
 }
 
+/**
+ * The agent as ES modules in outDir: tee-agent.mjs, the entry, loads a
+ * command's chunk only when that command runs, so \`pull\` parses ~1.5 MB of
+ * the 2.8 MB (\`pull --help\` ~82 ms instead of ~98 ms). Returns the entry.
+ */
 export async function bundleAgent(outDir: string): Promise<string> {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
-  const outfile = join(outDir, 'tee-agent.mjs');
   // The layer unpack worker (agent/src/image/unpack-thread.ts) runs from its
-  // own source text, inlined here so the bundle stays one measured file.
+  // own source text, inlined here so it needs no file of its own.
   const worker = await build({ ...common, entryPoints: [join(root, 'agent/src/image/unpack-worker.ts')], format: 'cjs', write: false });
   await build({
-    entryPoints: [join(root, 'agent/bin/tee-agent.js')],
-    outfile,
+    entryPoints: [{ in: join(root, 'agent/bin/tee-agent.js'), out: 'tee-agent' }],
+    outdir: outDir,
+    outExtension: { '.js': '.mjs' },
+    // Beside the entry: protos.ts finds protos/ next to the module that loads it.
+    chunkNames: '[name]-[hash]',
+    splitting: true,
     // Error classes name themselves after their class (errors.ts); keep those names (common.keepNames).
     ...common,
     format: 'esm',
-    define: { __TEE_AGENT_UNPACK_WORKER__: JSON.stringify(worker.outputFiles[0]!.text) },
+    define: { __TEE_AGENT_UNPACK_WORKER__: JSON.stringify(worker.outputFiles[0]!.text), __TEE_AGENT_BUNDLED__: 'true' },
     banner: requireBanner,
   });
   cpSync(join(root, 'protos'), join(outDir, 'protos'), { recursive: true });
   // For the guest's init, which starts the agent with these.
   writeFileSync(join(outDir, 'node-flags'), AGENT_NODE_FLAGS.join(' ') + '\n');
   writeFileSync(join(outDir, 'node-env'), Object.entries(AGENT_NODE_ENV).map(([k, v]) => `${k}=${v}`).join(' ') + '\n');
-  return outfile;
+  return join(outDir, 'tee-agent.mjs');
+}
+
+/** The bundle's modules, in the order their digest is taken (guest-rootfs/build's manifest). */
+export function bundleModules(outDir: string): string[] {
+  return readdirSync(outDir)
+    .filter((f) => f.endsWith('.mjs'))
+    .sort();
 }
 
 if (import.meta.main) {
   const { values } = parseArgs({ options: { out: { type: 'string', default: join(root, 'build/agent') }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
-    console.log('Usage: scripts/bundle [--out DIR]\n\nWrites DIR/tee-agent.mjs (the agent and its dependencies in one file), DIR/protos/ and\nDIR/node-flags and DIR/node-env. Default DIR: build/agent. Run it with:\n  env $(cat DIR/node-env) node $(cat DIR/node-flags) DIR/tee-agent.mjs serve ...');
+    console.log('Usage: scripts/bundle [--out DIR]\n\nWrites DIR/tee-agent.mjs (the entry) and the chunks it loads (the agent and its dependencies),\nDIR/protos/ and DIR/node-flags and DIR/node-env. Default DIR: build/agent. Run it with:\n  env $(cat DIR/node-env) node $(cat DIR/node-flags) DIR/tee-agent.mjs serve ...');
     process.exit(0);
   }
-  const file = await bundleAgent(resolve(values.out));
-  console.log(`${file} (${(statSync(file).size / 1e6).toFixed(2)} MB)`);
+  const out = resolve(values.out);
+  const file = await bundleAgent(out);
+  const bytes = bundleModules(out).reduce((n, f) => n + statSync(join(out, f)).size, 0);
+  console.log(`${file} (${bundleModules(out).length} modules, ${(bytes / 1e6).toFixed(2)} MB)`);
 }

@@ -169,8 +169,12 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
   });
 
   test('the image carries the agent bundle, its runtime and the pause bundle', async () => {
-    const bundle = await vm.readFile('/opt/tee-agent/tee-agent.mjs');
-    assert.equal(createHash('sha384').update(bundle).digest('hex'), manifest.agent.bundle_sha384);
+    // The manifest's digest covers every module of the bundle, concatenated in name order.
+    const modules = (await vm.run('cd /opt/tee-agent && ls *.mjs')).split(/\s+/).filter(Boolean).sort();
+    assert.ok(modules.includes('tee-agent.mjs') && modules.some((m) => m.startsWith('pull-')), modules.join(' '));
+    const code = createHash('sha384');
+    for (const m of modules) code.update(await vm.readFile(`/opt/tee-agent/${m}`));
+    assert.equal(code.digest('hex'), manifest.agent.bundle_sha384);
     assert.equal((await vm.run('node --version')).trim(), `v${manifest.node.version}`);
     assert.equal((await vm.run('ls /opt/tee-agent/protos')).split('\n').filter((f) => f.endsWith('.proto')).length > 0, true);
     assert.equal(await vm.run('ls /opt/tee-agent/node_modules 2>/dev/null; true'), '');

@@ -1,5 +1,6 @@
 // tee-agent serve: the daemon.
 
+import { flushCompileCache } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { loadConfig, type AgentConfig } from '../config/index.ts';
@@ -60,6 +61,8 @@ export const serve: Command = {
     const announce = config.log.level === 'silent' ? log : log.child({}, { level: 'info' });
     announce.info({ grpc: daemon.addresses.grpc, ttrpc: daemon.addresses.ttrpc, startup_ms: Math.round(performance.now()) }, 'ready');
     collectStartupGarbage();
+    // A daemon runs until shutdown: write the compile cache (cli/main.ts) now, not at exit.
+    flushCompileCache();
     log.info({ signal: await stopped }, 'shutting down');
     await daemon.stop();
     log.info('stopped');
