@@ -47,14 +47,15 @@ const CHUNK = DECOMPRESS_CHUNK;
 const WINDOW = 8 * CHUNK;
 /**
  * Worker threads shared by all layers being unpacked. One: on 2 cores a
- * second or third (one per layer) was no faster (the zlib pool and the main
- * thread fill the other core) and each isolate costs its own heap and zlib
- * buffers awaiting its GC, ~30-50 MB of peak RSS per thread on a 3-layer pull.
+ * second or third (one per layer) was slower (3-layer pull 2.25 s with one,
+ * 2.36 s with two, 2.58 s with three, same run: the zlib pool and the main
+ * thread fill the other core) and each isolate costs its own heap and the
+ * buffers awaiting its GC, ~30 MB of peak RSS per thread.
  */
 const MAX_THREADS = 1;
 
-// The guest's single-file bundle (scripts/bundle.ts) defines this as the
-// worker's own bundled source; from the TypeScript sources it is undefined.
+// The guest bundle (scripts/bundle.ts) defines this as the worker's own
+// bundled source; from the TypeScript sources it is undefined.
 declare const __TEE_AGENT_UNPACK_WORKER__: string | undefined;
 
 interface JobHandler {
