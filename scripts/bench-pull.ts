@@ -23,7 +23,7 @@ docker-registry on 127.0.0.1, then in one run, alternating, N times:
 
   (a)  node agent/bin/tee-agent.js pull IMAGE --bundle DIR (fresh layer store each time)
   (a*) the same CLI as the guest runs it: an esbuild bundle, started with
-       MALLOC_ARENA_MAX=2 node --max-semi-space-size=1 (see the README's memory note)
+       MALLOC_ARENA_MAX=1 node --max-semi-space-size=1 (see the README's memory note)
   (b)  skopeo copy docker://IMAGE oci:DIR + umoci raw unpack (the Go peers)
   (c)  gunzip -c of the same layer blobs, one process per layer in parallel, to /dev/null
 

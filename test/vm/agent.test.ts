@@ -182,7 +182,7 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
     const pid = (await vm.run('cat /run/tee-agent.pid')).trim();
     assert.match(await vm.run(`tr '\\0' ' ' < /proc/${pid}/cmdline`), /tee-agent\.mjs serve --config \/etc\/tee-agent\/config\.toml/);
     // With the environment and flags the bundle recipe wrote (scripts/bundle.ts).
-    assert.match(await vm.run(`tr '\\0' '\\n' < /proc/${pid}/environ`), /^MALLOC_ARENA_MAX=2$/m);
+    assert.match(await vm.run(`tr '\\0' '\\n' < /proc/${pid}/environ`), /^MALLOC_ARENA_MAX=1$/m);
     assert.match(await vm.run(`tr '\\0' ' ' < /proc/${pid}/cmdline`), /--max-semi-space-size=1 /);
     // Modules the agent needs are loaded.
     const mods = await vm.run('cut -d" " -f1 /proc/modules');
