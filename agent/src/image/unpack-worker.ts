@@ -6,6 +6,8 @@
 // what is in flight. Keys never come here.
 
 import { PassThrough } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { parentPort } from 'node:worker_threads';
 import { Cancelled } from '../errors.ts';
 import { sendError } from './thread-errors.ts';
@@ -21,6 +23,17 @@ interface Running {
 }
 
 const jobs = new Map<number, Running>();
+
+/**
+ * A minor GC every GC_STEP bytes received. While it writes big files this
+ * thread allocates almost nothing on its heap, so V8 scavenges rarely and
+ * lets tens of MB of finished chunks wait for it (2 GiB layer peak RSS
+ * 133-134 MB without, 115-118 MB with; a scavenge costs ~0.05 ms).
+ */
+const GC_STEP = 8 * 1024 * 1024;
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as ((opts: { type: 'minor' }) => void) | undefined;
+let received = 0;
 
 function start(id: number, job: WorkerJob): void {
   const tar = new PassThrough();
@@ -48,6 +61,11 @@ port.on('message', (m: ToWorker) => {
   if (m.t === 'chunk') {
     const { tar } = r;
     if (tar.destroyed || tar.writableEnded) return;
+    received += m.length;
+    if (received >= GC_STEP) {
+      received = 0;
+      gc?.({ type: 'minor' });
+    }
     // Acknowledged once the unpacker has read it. The chunk's memory stays
     // here: the tar reader may keep slices of it for later entries.
     tar.write(Buffer.from(m.data, 0, m.length), (err) => {
