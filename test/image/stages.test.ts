@@ -11,7 +11,8 @@ import zlib from 'node:zlib';
 import { Code, type AgentError } from '../../agent/src/errors.ts';
 import { DigestMismatch, InvalidDigest, LimitExceeded, SizeMismatch, UnsafeArchive, UnsupportedMediaType } from '../../agent/src/image/errors.ts';
 import { compressionOf, decompress, layerStream, RATIO_FLOOR, verifyDigest, type Compression } from '../../agent/src/image/stages.ts';
-import { typedError, unpackLayer } from '../../agent/src/image/unpack.ts';
+import { typedError } from '../../agent/src/image/archive-errors.ts';
+import { unpackLayer } from '../../agent/src/image/unpack.ts';
 import { createLogger } from '../../agent/src/log.ts';
 import { file, tar } from '../fixtures/tar-builder.ts';
 

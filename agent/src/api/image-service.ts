@@ -6,7 +6,8 @@
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/index.ts';
 import { decryptionKeys, pullDecryptor } from '../crypto/index.ts';
-import { LayerStore } from '../image/index.ts';
+// Not through image/index.ts, which would load the layer unpacker (the worker's code) here too.
+import { LayerStore } from '../image/store.ts';
 import type { ImagePuller } from '../image/pull.ts';
 import { createPuller, httpSettings } from '../image/setup.ts';
 import type { KeySource } from '../resource.ts';

@@ -5,7 +5,8 @@
 import type { Logger } from 'pino';
 import { createAttestation } from '../attestation/index.ts';
 import type { AgentConfig } from '../config/index.ts';
-import { createPauseBundle } from '../image/index.ts';
+// Not through image/index.ts, which would load the layer unpacker (the worker's code) here too.
+import { createPauseBundle } from '../image/pause.ts';
 import type { Handlers } from '../server/table.ts';
 import { attestationAgentHandlers, resourceHandlers, sealedSecretHandlers } from './attestation.ts';
 import { healthHandlers } from './health.ts';

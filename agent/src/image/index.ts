@@ -10,10 +10,6 @@
 // the hooks signature/ and crypto/ fill (hooks.ts: ImageVerifier,
 // LayerDecryptor).
 
-import type { AgentConfig } from '../config/index.ts';
-import type { DecompressLimits } from './stages.ts';
-import type { UnpackLimits } from './unpack.ts';
-
 export * from './errors.ts';
 export {
   verifyDigest,
@@ -36,10 +32,4 @@ export type { ImageVerifier, VerifyRequest, SignatureSource, LayerDecryptor, Enc
 export { parseReference, formatReference, type ImageReference } from './reference.ts';
 export * from './registry-errors.ts';
 
-/** The layer caps of the [image] config section, for decompress() and unpackLayer(). */
-export function layerLimits(image: AgentConfig['image']): { decompress: DecompressLimits; unpack: UnpackLimits } {
-  return {
-    decompress: { maxBytes: image.max_layer_bytes, maxRatio: image.max_decompression_ratio },
-    unpack: { maxEntries: image.max_layer_entries, maxFileSize: image.max_file_size, maxTotalBytes: image.max_layer_bytes },
-  };
-}
+export { layerLimits } from './setup.ts';

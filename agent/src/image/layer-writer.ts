@@ -32,6 +32,7 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
+import { fsError } from './archive-errors.ts';
 import { LimitExceeded, StoreError, UnsafeArchive } from './errors.ts';
 import { sidecarPath, type EntryMeta, type LayerMeta } from './layer-meta.ts';
 import { classifyWhiteout, cleanName } from './names.ts';
@@ -451,11 +452,4 @@ export class LayerWriter {
   private setOwner(abs: string, e: TarEntry): void {
     if (this.opts.asRoot && (e.uid !== 0 || e.gid !== 0)) lchownSync(abs, e.uid, e.gid);
   }
-}
-
-/** A filesystem failure as a typed error: ENAMETOOLONG and friends are the archive's fault, the rest the store's. */
-export function fsError(err: unknown, entry?: string): Error {
-  const code = errno(err);
-  if (code === 'ENAMETOOLONG' || code === 'ELOOP' || code === 'ENOTDIR') return new UnsafeArchive(`cannot be created (${code})`, entry);
-  return new StoreError('write failed', { cause: err });
 }

@@ -15,7 +15,8 @@ import { EMPTY_REGISTRIES_CONF, parseRegistriesConf } from './registries-conf.ts
 import { RegistryClient } from './registry.ts';
 import { RegistryConfigError } from './registry-errors.ts';
 import type { HttpSettings } from './registry-http.ts';
-import { layerLimits } from './index.ts';
+import type { DecompressLimits } from './stages.ts';
+import type { UnpackLimits } from './unpack.ts';
 import { AGENT_VERSION } from '../version.ts';
 
 export interface PullerParts {
@@ -108,4 +109,12 @@ export function createPuller(config: AgentConfig, log: Logger, parts: PullerPart
     ...(parts.verifier ? { verifier: parts.verifier } : {}),
     ...(parts.decryptor ? { decryptor: parts.decryptor } : {}),
   });
+}
+
+/** The layer caps of the [image] config section, for decompress() and unpackLayer(). */
+export function layerLimits(image: AgentConfig['image']): { decompress: DecompressLimits; unpack: UnpackLimits } {
+  return {
+    decompress: { maxBytes: image.max_layer_bytes, maxRatio: image.max_decompression_ratio },
+    unpack: { maxEntries: image.max_layer_entries, maxFileSize: image.max_file_size, maxTotalBytes: image.max_layer_bytes },
+  };
 }

@@ -14,7 +14,8 @@ import { Worker } from 'node:worker_threads';
 import type { UnpackLog } from './layer-writer.ts';
 import { abortError, DECOMPRESS_CHUNK, type LayerTar } from './stages.ts';
 import { receiveError, type SentError } from './thread-errors.ts';
-import { typedError, type UnpackLimits, type UnpackStats } from './unpack.ts';
+import { typedError } from './archive-errors.ts';
+import type { UnpackLimits, UnpackStats } from './unpack.ts';
 
 /** What a worker unpacks. */
 export interface WorkerJob {

@@ -6,9 +6,8 @@
 
 import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
-import { AgentError } from '../errors.ts';
-import { MalformedArchive } from './errors.ts';
-import { fsError, LayerWriter, type UnpackLog, type UnpackStats } from './layer-writer.ts';
+import { typedError } from './archive-errors.ts';
+import { LayerWriter, type UnpackLog, type UnpackStats } from './layer-writer.ts';
 import { abortError, type LayerTar } from './stages.ts';
 import { TarGuard } from './tar-guard.ts';
 
@@ -29,18 +28,6 @@ export interface UnpackOptions {
   signal?: AbortSignal;
   /** Create device nodes and chown; default: running as uid 0. */
   asRoot?: boolean;
-}
-
-/** Any failure as a typed error: ours pass through, stream and zlib errors become MalformedArchive. */
-export function typedError(err: unknown, entry?: string): Error {
-  if (err instanceof AgentError) return err;
-  const e = err as NodeJS.ErrnoException;
-  if (typeof e?.code === 'string' && (e.code.startsWith('Z_') || e.code.startsWith('ERR_ZSTD') || e.code === 'ERR_BUFFER_TOO_LARGE')) {
-    return new MalformedArchive(`layer does not decompress (${e.code})`, { cause: err });
-  }
-  if (typeof e?.errno === 'number' && typeof e.syscall === 'string') return fsError(err, entry);
-  if (err instanceof Error && !e.code && /tar|header|end of data/i.test(err.message)) return new MalformedArchive(err.message.slice(0, 200), { cause: err });
-  return err instanceof Error ? err : new Error(String(err));
 }
 
 export async function unpackLayer(tar: Readable, dir: string, opts: UnpackOptions): Promise<UnpackStats> {
