@@ -6,7 +6,7 @@
 
 import { rm, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable, type Transform } from 'node:stream';
+import type { Transform } from 'node:stream';
 import type { Logger } from 'pino';
 import { AgentError, Cancelled, Code } from '../errors.ts';
 import type { AuthFile, Credentials } from './auth.ts';
@@ -351,8 +351,7 @@ export class ImagePuller {
       decrypt.push(d.stream);
       mediaType = d.mediaType;
     }
-    const source = Readable.from(blob, { objectMode: false });
-    const tar = layerStream(source, { digest: layer.digest, size: layer.size, mediaType, diffId }, { limits: this.deps.settings.decompressLimits, decrypt });
+    const tar = layerStream(blob, { digest: layer.digest, size: layer.size, mediaType, diffId }, { limits: this.deps.settings.decompressLimits, decrypt });
     // zlib's output buffers are the stream's own; an uncompressed layer's chunks are the HTTP client's.
     const owned = compressionOf(mediaType) !== 'none';
     await unpackInWorker(tar, { dir: staging, unpackLimits: this.deps.settings.unpackLimits }, { signal, log, owned });

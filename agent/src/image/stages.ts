@@ -199,7 +199,7 @@ export type LayerTar = SettlingStream;
  * `decrypt` transforms, as one readable stream of the (compressed) plaintext
  * blob. It ends only after the whole blob matched its digest.
  */
-export function blobStream(source: Readable, desc: Pick<LayerDescriptor, 'digest' | 'size'>, decrypt: readonly Transform[] = []): SettlingStream {
+export function blobStream(source: AsyncIterable<Buffer>, desc: Pick<LayerDescriptor, 'digest' | 'size'>, decrypt: readonly Transform[] = []): SettlingStream {
   const blob = new DigestVerifier(desc.digest, { size: desc.size });
   const head = new PassThrough();
   const out = (decrypt.length ? pipeline(head, ...(decrypt as [Transform]), () => {}) : head) as unknown as SettlingStream;
@@ -236,7 +236,7 @@ export function tarStream(blob: Readable, compression: Compression, diffId: stri
  * The pipeline of one layer: blobStream then tarStream, as one readable tar
  * stream. unpackLayer settles its errors through it.
  */
-export function layerStream(source: Readable, desc: LayerDescriptor, opts: { limits?: DecompressLimits; decrypt?: Transform[] } = {}): LayerTar {
+export function layerStream(source: AsyncIterable<Buffer>, desc: LayerDescriptor, opts: { limits?: DecompressLimits; decrypt?: Transform[] } = {}): LayerTar {
   const blob = blobStream(source, desc, opts.decrypt);
   const tar = tarStream(blob, compressionOf(desc.mediaType), desc.diffId, opts.limits) as LayerTar;
   tar.settle = blob.settle;
