@@ -9,7 +9,7 @@ import { UsageError, type Command } from './args.ts';
 interface Entry {
   readonly name: string;
   readonly summary: string;
-  /** Loaded on use: a one-shot pull does not evaluate the daemon's gRPC stack or the encryptor (~30 ms of start-up). */
+  /** Loaded on use: a one-shot pull does not evaluate the daemon's gRPC stack or the encryptor (~25 ms of start-up). */
   load(): Promise<Command>;
 }
 

@@ -185,8 +185,8 @@ export class LayerStore {
 
   /**
    * Open (creating) the store at workDir, take its lock, clean what a crash
-   * left, and probe the bundle mode. With "auto" the overlay probe (a few
-   * child processes, ~20 ms) runs while the first pull downloads; an
+   * left, and probe the bundle mode. With "auto" the overlay probe (one
+   * child process, ~20 ms) runs while the first pull downloads; an
    * explicit "overlay" is checked before this returns.
    */
   static async open(workDir: string, log: Logger, opts: StoreOptions = {}): Promise<LayerStore> {
@@ -220,7 +220,7 @@ export class LayerStore {
       await store.close();
       throw err;
     }
-    // After recover(), which empties the staging directory the probe works in.
+    // After recover(), which removes what a killed probe left in work_dir/probe.
     if (!known) {
       void chooseMode(dir, 'auto', log).then(
         (mode) => {
