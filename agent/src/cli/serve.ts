@@ -1,10 +1,9 @@
 // tee-agent serve: the daemon.
 
 import { flushCompileCache } from 'node:module';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { loadConfig, type AgentConfig } from '../config/index.ts';
 import { startDaemon } from '../daemon.ts';
+import { exposedGc } from '../gc.ts';
 import { createLogger } from '../log.ts';
 import { parse, type Command } from './args.ts';
 
@@ -76,7 +75,6 @@ export const serve: Command = {
  * would otherwise stay resident for the daemon's whole life.
  */
 function collectStartupGarbage(): void {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as (() => void) | undefined;
+  const gc = exposedGc();
   setImmediate(() => gc?.());
 }

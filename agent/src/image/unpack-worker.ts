@@ -6,10 +6,9 @@
 // what is in flight. Keys never come here.
 
 import { PassThrough } from 'node:stream';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { parentPort } from 'node:worker_threads';
 import { Cancelled } from '../errors.ts';
+import { exposedGc } from '../gc.ts';
 import { sendError } from './thread-errors.ts';
 import type { ToMain, ToWorker, WorkerJob } from './unpack-thread.ts';
 import { unpackLayer } from './unpack.ts';
@@ -31,8 +30,7 @@ const jobs = new Map<number, Running>();
  * 133-134 MB without, 115-118 MB with; a scavenge costs ~0.05 ms).
  */
 const GC_STEP = 8 * 1024 * 1024;
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as ((opts: { type: 'minor' }) => void) | undefined;
+const gc = exposedGc();
 let received = 0;
 
 function start(id: number, job: WorkerJob): void {
