@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { benchImage, type GeneratedLayer, type LayerSpec } from './lib/bench-image.ts';
 import { scriptOptions } from './lib/args.ts';
 import { startRegistry } from './lib/registry.ts';
-import { AGENT_NODE_ENV, AGENT_NODE_FLAGS, bundleAgent } from './bundle.ts';
+import { AGENT_NODE_ENV, AGENT_NODE_FLAGS, agentNodeEnvText, bundleAgent } from './bundle.ts';
 import { median } from './lib/stats.ts';
 
 const execFileP = promisify(execFile);
@@ -217,7 +217,7 @@ try {
     ...(guestCli
       ? {
           guest_cli: {
-            how: `esbuild bundle, ${Object.entries(AGENT_NODE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')} node ${AGENT_NODE_FLAGS.join(' ')}`,
+            how: `esbuild bundle, ${agentNodeEnvText()} node ${AGENT_NODE_FLAGS.join(' ')}`,
             median_seconds: +median(g).toFixed(3),
             samples: g.map((x) => +x.toFixed(3)),
             ratio_b: +(median(g) / mb).toFixed(3),

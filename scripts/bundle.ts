@@ -25,6 +25,9 @@ export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
  */
 export const AGENT_NODE_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '1' };
 
+/** AGENT_NODE_ENV as `env` takes it: NAME=value pairs, space-separated. */
+export const agentNodeEnvText = (): string => Object.entries(AGENT_NODE_ENV).map(([k, v]) => `${k}=${v}`).join(' ');
+
 // Identifiers are not mangled: the bundle starts ~15 ms sooner that way (\`pull --help\` 98 ms
 // against 112-123 ms), although it is 2.8 MB instead of 2.1 MB.
 const common = {
@@ -73,15 +76,8 @@ export async function bundleAgent(outDir: string): Promise<string> {
   cpSync(join(root, 'protos'), join(outDir, 'protos'), { recursive: true });
   // For the guest's init, which starts the agent with these.
   writeFileSync(join(outDir, 'node-flags'), AGENT_NODE_FLAGS.join(' ') + '\n');
-  writeFileSync(join(outDir, 'node-env'), Object.entries(AGENT_NODE_ENV).map(([k, v]) => `${k}=${v}`).join(' ') + '\n');
+  writeFileSync(join(outDir, 'node-env'), agentNodeEnvText() + '\n');
   return join(outDir, 'tee-agent.mjs');
-}
-
-/** The bundle's modules, in the order their digest is taken (guest-rootfs/build's manifest). */
-export function bundleModules(outDir: string): string[] {
-  return readdirSync(outDir)
-    .filter((f) => f.endsWith('.mjs'))
-    .sort();
 }
 
 if (import.meta.main) {
@@ -92,6 +88,7 @@ if (import.meta.main) {
   }
   const out = resolve(values.out);
   const file = await bundleAgent(out);
-  const bytes = bundleModules(out).reduce((n, f) => n + statSync(join(out, f)).size, 0);
-  console.log(`${file} (${bundleModules(out).length} modules, ${(bytes / 1e6).toFixed(2)} MB)`);
+  const modules = readdirSync(out).filter((f) => f.endsWith('.mjs'));
+  const bytes = modules.reduce((n, f) => n + statSync(join(out, f)).size, 0);
+  console.log(`${file} (${modules.length} modules, ${(bytes / 1e6).toFixed(2)} MB)`);
 }

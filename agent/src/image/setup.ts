@@ -87,6 +87,7 @@ export function authLoader(spec: string, keySource: KeySource | undefined): () =
 
 export function pullSettings(config: AgentConfig, log: Logger, extraInsecure: readonly string[] = []): PullSettings {
   const registries = config.image.registries ? parseRegistriesConf(readConfigFile(config.image.registries, 'image.registries'), config.image.registries, log) : EMPTY_REGISTRIES_CONF;
+  const limits = layerLimits(config.image);
   return {
     platform: config.image.platform ? parsePlatform(config.image.platform) : hostPlatform(),
     maxConcurrentLayers: config.image.max_concurrent_layers,
@@ -94,8 +95,8 @@ export function pullSettings(config: AgentConfig, log: Logger, extraInsecure: re
     insecureHosts: new Set([...config.registry.insecure, ...extraInsecure].map((h) => h.toLowerCase())),
     verifySignatures: config.image.enable_signature_verification,
     layerRestarts: config.registry.retries,
-    decompressLimits: layerLimits(config.image).decompress,
-    unpackLimits: layerLimits(config.image).unpack,
+    decompressLimits: limits.decompress,
+    unpackLimits: limits.unpack,
   };
 }
 

@@ -115,8 +115,9 @@ export const RATIO_FLOOR = 16 * 1024 * 1024;
 /**
  * zlib output per callback, and the size of the pull's transfers to the
  * unpack worker (unpack-thread.ts), which moves each filled output buffer
- * there without a copy. 256 KiB was no faster and put a 3-layer pull's
- * peak RSS at 175 MB instead of 144 MB; 1 MiB cost more still.
+ * there without a copy. 256 KiB was 2-4 % faster but put a 3-layer pull's
+ * peak RSS at 136-157 MB instead of ~121 MB (glibc's heap grows); 1 MiB
+ * cost more still.
  */
 export const DECOMPRESS_CHUNK = 128 * 1024;
 
