@@ -188,6 +188,25 @@ test('modes, owners, times, setuid after chown, devices and xattr policy', async
   assert.equal(stats.devices, 2);
 });
 
+test('file modes come out exact, whether open() sets them or fchmod does (umask, setuid, sticky, chown)', async () => {
+  // Under the usual 022 umask, 0o644-like modes are set by open() and the others by fchmod after chown.
+  const modes = [0o644, 0o755, 0o600, 0o640, 0o000, 0o666, 0o777, 0o664, 0o2755, 0o4711, 0o1777, 0o6755];
+  const entries = modes.flatMap((mode) => [
+    file(`m${mode.toString(8)}`, 'content', { mode }),
+    file(`e${mode.toString(8)}`, '', { mode }),
+    file(`u${mode.toString(8)}`, 'owned', { mode, uid: 1000, gid: 1000 }),
+  ]);
+  const { dir: d } = await unpack(tar(...entries));
+  for (const mode of modes) {
+    for (const p of ['m', 'e', 'u']) {
+      const st = lstatSync(join(d, `${p}${mode.toString(8)}`));
+      assert.equal((st.mode & 0o7777).toString(8), mode.toString(8), `${p}${mode.toString(8)}`);
+    }
+    assert.equal(readFileSync(join(d, `m${mode.toString(8)}`), 'utf8'), 'content');
+    assert.equal(lstatSync(join(d, `u${mode.toString(8)}`)).uid, 1000);
+  }
+});
+
 test('device nodes are skipped and counted when not root', async () => {
   const { dir: d, stats } = await unpack(tar(chardev('null', 1, 3), file('.wh.gone'), file('f', 'x')), { asRoot: false });
   assert.equal(existsSync(join(d, 'null')), false);

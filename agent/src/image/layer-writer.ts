@@ -26,6 +26,7 @@ import {
   lutimesSync,
   mkdirSync,
   openSync,
+  readFileSync,
   rmSync,
   symlinkSync,
   unlinkSync,
@@ -82,9 +83,23 @@ interface OpenFile {
   parent: DirNode;
   name: string;
   xattrs: Map<string, Buffer> | undefined;
+  /** open() gave the file its mode already. */
+  modeSet: boolean;
 }
 
 const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+/**
+ * The process umask, from /proc (process.umask() without a mask writes it
+ * twice, racing other threads); when unknown, every mode is set by fchmod.
+ */
+const UMASK = ((): number => {
+  try {
+    const m = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'));
+    return m ? parseInt(m[1]!, 8) : 0o777;
+  } catch {
+    return 0o777;
+  }
+})();
 
 const errno = (err: unknown): string | undefined => (err as NodeJS.ErrnoException).code;
 
@@ -207,7 +222,7 @@ export class LayerWriter {
     try {
       const e = f.entry;
       if (this.opts.asRoot && (e.uid !== 0 || e.gid !== 0)) fchownSync(f.fd, e.uid, e.gid);
-      fchmodSync(f.fd, e.mode); // after chown, which clears setuid bits
+      if (!f.modeSet) fchmodSync(f.fd, e.mode); // after chown, which clears setuid bits
       futimesSync(f.fd, e.mtime, e.mtime);
     } finally {
       closeSync(f.fd);
@@ -395,8 +410,10 @@ export class LayerWriter {
     this.stats.bytes += e.size;
     const xattrs = this.filterXattrs(e);
     let fd = -1;
-    this.replace(abs, () => (fd = openSync(abs, CREATE, 0o600)));
-    this.file = { fd, entry: e, parent, name, xattrs };
+    // Most modes come out of open() as they are; the others are set at the end (endFile).
+    const modeSet = (e.mode & (0o7000 | UMASK)) === 0;
+    this.replace(abs, () => (fd = openSync(abs, CREATE, modeSet ? e.mode : 0o600)));
+    this.file = { fd, entry: e, parent, name, xattrs, modeSet };
     if (e.size > 0) return true;
     this.endFile();
     return false;
