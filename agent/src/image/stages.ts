@@ -6,6 +6,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { PassThrough, pipeline, Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
 import zlib from 'node:zlib';
 import { AgentError, Cancelled, Code } from '../errors.ts';
+import { createLayerGunzip } from './gunzip.ts';
 import { DigestMismatch, InvalidDigest, LimitExceeded, SizeMismatch, UnsupportedMediaType } from './errors.ts';
 
 const DIGEST_RE = /^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$/;
@@ -122,13 +123,14 @@ export const RATIO_FLOOR = 16 * 1024 * 1024;
 export const DECOMPRESS_CHUNK = 128 * 1024;
 
 /**
- * A decompressing stage: gzip (concatenated members too; trailing NUL padding
- * is accepted, other trailing bytes are an error), zstd, or pass-through.
+ * A decompressing stage: gzip (gunzip.ts: concatenated members too; trailing
+ * NUL padding is accepted, other trailing bytes are an error; the CRC-32 is
+ * left to the diff_id check), zstd, or pass-through.
  * Output and ratio caps stop bombs after at most one zlib chunk.
  */
 export function decompress(c: Compression, limits: DecompressLimits = {}): Transform {
   let stream: Transform;
-  if (c === 'gzip') stream = zlib.createGunzip({ chunkSize: DECOMPRESS_CHUNK });
+  if (c === 'gzip') stream = createLayerGunzip(DECOMPRESS_CHUNK);
   // zstd's own default window limit (2^27) is kept: encoders stay at or below it unless run with --long.
   else if (c === 'zstd') stream = zlib.createZstdDecompress({ chunkSize: DECOMPRESS_CHUNK });
   else stream = new Transform({ transform: (chunk, _enc, cb) => cb(null, chunk) });
