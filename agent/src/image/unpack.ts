@@ -4,7 +4,6 @@
 // its end, so a digest stage before it has checked the whole layer before
 // this resolves. On failure the directory is left for the caller to remove.
 
-import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import { typedError } from './archive-errors.ts';
 import { LayerWriter, type UnpackLog, type UnpackStats } from './layer-writer.ts';
@@ -30,7 +29,10 @@ export interface UnpackOptions {
   asRoot?: boolean;
 }
 
-export async function unpackLayer(tar: Readable, dir: string, opts: UnpackOptions): Promise<UnpackStats> {
+/** A layer's tar bytes: a stream, or the unpack worker's inbox. */
+export type TarSource = AsyncIterable<Buffer> & { destroy(): void };
+
+export async function unpackLayer(tar: TarSource, dir: string, opts: UnpackOptions): Promise<UnpackStats> {
   const { limits, log, signal } = opts;
   const guard = new TarGuard({ maxEntries: limits.maxEntries, maxFileSize: limits.maxFileSize });
   const writer = new LayerWriter(dir, { maxTotalBytes: limits.maxTotalBytes, asRoot: opts.asRoot ?? process.getuid?.() === 0, log });
@@ -87,7 +89,7 @@ export async function unpackLayer(tar: Readable, dir: string, opts: UnpackOption
     for await (const chunk of tar) {
       if (failed) break;
       current = undefined;
-      guard.feed(chunk as Buffer);
+      guard.feed(chunk);
       if (!extract.write(chunk)) await settled(extract, 'drain');
       if (failed) break;
     }
@@ -112,7 +114,7 @@ export async function unpackLayer(tar: Readable, dir: string, opts: UnpackOption
   return writer.stats;
 }
 
-const isLayerTar = (s: Readable): s is LayerTar => typeof (s as Partial<LayerTar>).settle === 'function';
+const isLayerTar = (s: TarSource): s is LayerTar => typeof (s as Partial<LayerTar>).settle === 'function';
 
 /** Resolves on `event`, or when the stream closes or fails (the caller checks its own failure flag). */
 function settled(stream: NodeJS.EventEmitter, event: string): Promise<void> {
