@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Dispatcher } from 'undici';
 import { Dispatchers, type ProxySettings } from './http-dispatch.ts';
 import { AgentError, Cancelled } from '../errors.ts';
+import { chunksOf } from '../chunks.ts';
 import { collectBody } from '../http-body.ts';
 import { RegistryTimeout, RegistryUnavailable } from './registry-errors.ts';
 
@@ -152,7 +153,7 @@ export class LowSpeedError extends Error {
 export async function* watchedBody(body: HttpResponse['body'], settings: HttpSettings): AsyncGenerator<Buffer> {
   const rate = settings.lowSpeedBytesPerSec;
   if (rate <= 0) {
-    for await (const chunk of body) yield chunk as Buffer;
+    yield* chunksOf(body);
     return;
   }
   let windowBytes = 0;
@@ -163,9 +164,9 @@ export async function* watchedBody(body: HttpResponse['body'], settings: HttpSet
   }, settings.lowSpeedWindowMs);
   timer.unref();
   try {
-    for await (const chunk of body) {
-      windowBytes += (chunk as Buffer).length;
-      yield chunk as Buffer;
+    for await (const chunk of chunksOf(body)) {
+      windowBytes += chunk.length;
+      yield chunk;
     }
   } finally {
     clearInterval(timer);

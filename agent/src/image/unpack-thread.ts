@@ -11,6 +11,7 @@
 // finished writing to its directory before this returns or throws.
 
 import { Worker } from 'node:worker_threads';
+import { chunksOf } from '../chunks.ts';
 import type { UnpackLog } from './layer-writer.ts';
 import { abortError, DECOMPRESS_CHUNK, type LayerTar } from './stages.ts';
 import { receiveError, type SentError } from './thread-errors.ts';
@@ -187,9 +188,8 @@ export async function unpackInWorker(tar: LayerTar, job: WorkerJob, opts: { sign
 
   let sendError: unknown;
   try {
-    for await (const chunk of tar) {
+    for await (const c of chunksOf(tar)) {
       if (final) break;
-      const c = chunk as Buffer;
       if (!opts.owned) {
         await copy(c);
         continue;
