@@ -23,9 +23,9 @@ single-layer image of 2 GiB uncompressed, pushes them with skopeo to a local
 docker-registry on 127.0.0.1, then in one run, alternating, N times:
 
   (a)  node agent/bin/tee-agent.js pull IMAGE --bundle DIR (fresh layer store each time)
-  (a*) the same CLI as the guest runs it: the esbuild bundle (with its compile
-       cache, made by the warm-up round), started with MALLOC_ARENA_MAX=1
-       node --max-semi-space-size=1 (see the README's memory note)
+  (a*) tee-agent pull as the guest's /usr/bin/tee-agent runs it: the esbuild
+       bundle (with its compile cache, made by the warm-up round), started with
+       MALLOC_ARENA_MAX=1 node --max-semi-space-size=1 (see the README's memory note)
   (b)  skopeo copy docker://IMAGE oci:DIR + umoci raw unpack (the Go peers)
   (c)  gunzip -c of the same layer blobs, one process per layer in parallel, to /dev/null
 
@@ -240,8 +240,8 @@ try {
       : {}),
     targets: { ratio_a_b: '<= 0.6', ratio_a_c: '<= 1.5', peak_rss_mb: '< 150, flat in layer size' },
   };
-  // The targets are the guest's: it runs the bundle (a*). The TypeScript-source CLI (a) is the
-  // development form, with type stripping at start and none of the guest's memory settings.
+  // The targets are the guest's: its tee-agent runs the bundle (a*). The TypeScript-source CLI (a)
+  // is the development form, with type stripping at start and none of the guest's memory settings.
   if (guestCli) {
     const gm = median(g);
     const grssMb = median(grss) / 1024;

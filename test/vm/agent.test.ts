@@ -184,6 +184,8 @@ describe('guest VM', { skip: skip ? `qemu is unusable here: ${skip}` : false, ti
     // With the environment and flags the bundle recipe wrote (scripts/bundle.ts).
     assert.match(await vm.run(`tr '\\0' '\\n' < /proc/${pid}/environ`), /^MALLOC_ARENA_MAX=1$/m);
     assert.match(await vm.run(`tr '\\0' ' ' < /proc/${pid}/cmdline`), /--max-semi-space-size=1 /);
+    // One-shot commands go through the same launcher.
+    assert.match(await vm.run('tee-agent pull --help'), /^Usage: tee-agent pull /);
     // Modules the agent needs are loaded.
     const mods = await vm.run('cut -d" " -f1 /proc/modules');
     for (const m of ['dm_crypt', 'dm_integrity', 'dm_verity', 'virtio_blk', 'virtio_net', 'vsock', 'overlay', 'authenc', 'xts']) assert.match(mods, new RegExp(`^${m}$`, 'm'), m);
