@@ -1,7 +1,5 @@
 // tee-agent: one binary for the daemon and the maintainers' one-shot commands.
 
-import { enableCompileCache } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../config/index.ts';
 import { AgentError } from '../errors.ts';
 import { UsageError, type Command } from './args.ts';
@@ -19,19 +17,6 @@ const commands: readonly Entry[] = [
   { name: 'encrypt', summary: 'encrypt the layers of an image in an OCI layout (ocicrypt-compatible)', load: async () => (await import('./encrypt.ts')).encrypt },
   { name: 'attest', summary: 'print TEE evidence for some runtime data', load: async () => (await import('./attest.ts')).attest },
 ];
-
-// scripts/bundle.ts defines this in the guest bundle.
-declare const __TEE_AGENT_BUNDLED__: boolean | undefined;
-
-/**
- * In the bundle, keep V8's compiled code of a command's modules in
- * compile-cache/ beside it, where that is writable (node checks every entry
- * against its module's source): a later start skips most of their parsing.
- */
-function useCompileCache(): void {
-  if (typeof __TEE_AGENT_BUNDLED__ === 'undefined') return;
-  enableCompileCache(fileURLToPath(new URL('compile-cache', import.meta.url)));
-}
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -56,7 +41,6 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`tee-agent: unknown command ${JSON.stringify(name)}\n\n${help()}\n`);
     return 2;
   }
-  useCompileCache();
   const command = await entry.load();
   try {
     return await command.run(rest);
