@@ -68,6 +68,11 @@ test('gunzip equals zlib.gunzipSync for single and concatenated members, NUL pad
   // Splits that cut the header, the trailer and the next member's magic byte by byte.
   const two = Buffer.concat([zlib.gzipSync(sample(3000, 1)), zlib.gzipSync(sample(5000, 2))]);
   assert.ok((await gunzip(two, 1)).out.equals(zlib.gunzipSync(two)));
+  // Empty members, alone and between others.
+  const empty = zlib.gzipSync(Buffer.alloc(0));
+  for (const input of [empty, Buffer.concat([empty, empty, Buffer.alloc(3)]), Buffer.concat([zlib.gzipSync('a'), empty, zlib.gzipSync('b')])]) {
+    for (const split of [1, 5, 1000]) assert.equal((await gunzip(input, split)).out.toString(), zlib.gunzipSync(input).toString());
+  }
 });
 
 test('gunzip reads every header field, and the gzip CLI output with a file name', async () => {
