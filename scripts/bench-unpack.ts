@@ -13,10 +13,11 @@ const usage = `Usage: scripts/bench-unpack [--size GIB] [--runs N] [--dir DIR] [
 Generates one gzip layer (cached) of many small files and some large ones,
 then, alternating, N times each:
   gunzip      gunzip -c layer > /dev/null
-  node zlib   node:zlib gunzip to nothing (the same inflater the agent uses)
+  node zlib   node:zlib gunzip to nothing (the agent's inflater; the agent
+              leaves out gzip's CRC-32, which the diff_id check makes redundant)
   gunzip|tar  gunzip -c layer | tar -x -C DIR
   ours        the agent's pipeline in a child process: sha256 of the blob,
-              gunzip (node:zlib), sha256 of the tar (diff_id), unpackLayer into
+              gunzip (gunzip.ts on node:zlib), sha256 of the tar (diff_id), unpackLayer into
               LayerStore staging, rename into the store
 and prints medians, the ratios of ours to each, and the child's RSS before and at peak.
 
