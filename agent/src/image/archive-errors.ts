@@ -2,7 +2,7 @@
 // and for the main thread's inflate and digest stages alike, without either
 // loading the other's code.
 
-import { AgentError } from '../errors.ts';
+import { AgentError, Cancelled } from '../errors.ts';
 import { MalformedArchive, StoreError, UnsafeArchive } from './errors.ts';
 
 /** A filesystem failure as a typed error: ENAMETOOLONG and friends are the archive's fault, the rest the store's. */
@@ -22,4 +22,9 @@ export function typedError(err: unknown, entry?: string): Error {
   if (typeof e?.errno === 'number' && typeof e.syscall === 'string') return fsError(err, entry);
   if (err instanceof Error && !e.code && /tar|header|end of data/i.test(err.message)) return new MalformedArchive(err.message.slice(0, 200), { cause: err });
   return err instanceof Error ? err : new Error(String(err));
+}
+
+/** An AbortSignal's reason as the agent's error. */
+export function abortError(signal: AbortSignal): Error {
+  return signal.reason instanceof AgentError ? signal.reason : new Cancelled('layer unpack cancelled');
 }

@@ -5,7 +5,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { PassThrough, pipeline, Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
 import zlib from 'node:zlib';
-import { AgentError, Cancelled, Code } from '../errors.ts';
+import { AgentError, Code } from '../errors.ts';
 import { createLayerGunzip } from './gunzip.ts';
 import { DigestMismatch, InvalidDigest, LimitExceeded, SizeMismatch, UnsupportedMediaType } from './errors.ts';
 
@@ -167,11 +167,6 @@ export function decompress(c: Compression, limits: DecompressLimits = {}): Trans
     return push(chunk, enc);
   };
   return stream;
-}
-
-/** An AbortSignal's reason as the agent's error. */
-export function abortError(signal: AbortSignal): Error {
-  return signal.reason instanceof AgentError ? signal.reason : new Cancelled('layer unpack cancelled');
 }
 
 export interface LayerDescriptor {

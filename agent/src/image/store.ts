@@ -41,7 +41,8 @@ import type { Logger } from '../log.ts';
 import { BundleExists, BundleNotFound, BundleUnavailable, LayerNotFound, StoreBusy, StoreError } from './errors.ts';
 import { flatten } from './flatten.ts';
 import { readLayerMeta, sidecarPath, type LayerMeta } from './layer-meta.ts';
-import { abortError, parseDigest } from './stages.ts';
+import { abortError } from './archive-errors.ts';
+import { parseDigest } from './stages.ts';
 import { mountOverlay, probeOverlayMount, syncFs, unmount } from './sys.ts';
 
 export type BundleMode = 'auto' | 'overlay' | 'copy';

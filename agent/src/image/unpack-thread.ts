@@ -13,9 +13,9 @@
 import { Worker } from 'node:worker_threads';
 import { chunksOf } from '../chunks.ts';
 import type { UnpackLog } from './layer-writer.ts';
-import { abortError, DECOMPRESS_CHUNK, type LayerTar } from './stages.ts';
+import { DECOMPRESS_CHUNK, type LayerTar } from './stages.ts';
 import { receiveError, type SentError } from './thread-errors.ts';
-import { typedError } from './archive-errors.ts';
+import { abortError, typedError } from './archive-errors.ts';
 import type { UnpackLimits, UnpackStats } from './unpack.ts';
 
 /** What a worker unpacks. */

@@ -5,9 +5,9 @@
 // this resolves. On failure the directory is left for the caller to remove.
 
 import tarStream from 'tar-stream';
-import { typedError } from './archive-errors.ts';
+import { abortError, typedError } from './archive-errors.ts';
 import { LayerWriter, type UnpackLog, type UnpackStats } from './layer-writer.ts';
-import { abortError, type LayerTar } from './stages.ts';
+import type { LayerTar } from './stages.ts';
 import { TarGuard } from './tar-guard.ts';
 
 export type { UnpackLog, UnpackStats } from './layer-writer.ts';
