@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PassThrough, Readable } from 'node:stream';
-import { chunksOf } from '../agent/src/chunks.ts';
+import { ChunkQueue, chunksOf } from '../agent/src/chunks.ts';
 
 test('chunksOf hands out the very chunks pushed, in order, where the stream iterator joins them', async () => {
   const pushed = Array.from({ length: 50 }, (_, i) => Buffer.alloc(1000 + i, i));
@@ -66,4 +66,29 @@ test('chunksOf pauses a fast stream behind a slow consumer, and leaving early de
   // A few queued chunks plus the stream's own high-water mark, not everything read() could make.
   assert.ok(produced - consumed < 16, `${produced} produced for ${consumed} consumed`);
   assert.equal(fast.destroyed, true);
+});
+
+test('ChunkQueue: order, taken as each chunk is taken, queued chunks before the end or the error, destroy drops', async () => {
+  const taken: [string, number][] = [];
+  const q = new ChunkQueue((c, queued) => taken.push([c.toString(), queued]));
+  const it = q[Symbol.asyncIterator]();
+  const first = it.next(); // waiting: the next push goes straight to it
+  q.push(Buffer.from('a'));
+  assert.equal((await first).value!.toString(), 'a');
+  q.push(Buffer.from('b'));
+  q.push(Buffer.from('c'));
+  assert.equal(q.length, 2);
+  q.end(new Error('cut'));
+  q.push(Buffer.from('late')); // ignored after the end
+  assert.equal((await it.next()).value!.toString(), 'b');
+  assert.equal((await it.next()).value!.toString(), 'c');
+  await assert.rejects(it.next(), /cut/);
+  assert.deepEqual(taken, [['a', 0], ['b', 1], ['c', 0]]);
+
+  const d = new ChunkQueue();
+  d.push(Buffer.from('x'));
+  d.destroy();
+  const got: Buffer[] = [];
+  for await (const c of d) got.push(c);
+  assert.equal(got.length, 0);
 });

@@ -1,11 +1,82 @@
-// A readable stream's chunks as an async iterable, one chunk at a time.
-// Readable's own iterator reads in paused mode, where read() joins every
-// buffered chunk into a new buffer: a copy of most of a layer when the
-// consumer runs behind (registry bodies), and the end of zero-copy transfers
-// for zlib's output (unpack-thread.ts). In flowing mode a stream hands out
-// its chunks as they are; this queues a few and pauses the stream beyond.
+// Chunks handed over one at a time, as an async iterable, without Node's
+// stream buffering. Readable's own iterator reads in paused mode, where
+// read() joins every buffered chunk into a new buffer: a copy of most of a
+// layer when the consumer runs behind (registry bodies), and the end of
+// zero-copy transfers for zlib's output (unpack-thread.ts). ChunkQueue is
+// the queue; chunksOf fills one from a stream in flowing mode, where a
+// stream hands out its chunks as they are, and the unpack worker fills one
+// from the main thread's messages.
 
 import { finished, type Readable } from 'node:stream';
+
+type Waiting = { resolve: (r: IteratorResult<Buffer, undefined>) => void; reject: (err: Error) => void };
+
+/**
+ * Chunks in arrival order for one for-await consumer: a chunk pushed while
+ * the consumer waits goes straight to it. After end(), the queued chunks
+ * come out first, then the end or end(err)'s error. `taken` runs as the
+ * consumer takes each chunk, with the number still queued.
+ */
+export class ChunkQueue implements AsyncIterable<Buffer> {
+  private readonly chunks: Buffer[] = [];
+  private readonly taken: (chunk: Buffer, queued: number) => void;
+  private waiting: Waiting | undefined;
+  private ended = false;
+  private failure: Error | undefined;
+
+  constructor(taken: (chunk: Buffer, queued: number) => void = () => {}) {
+    this.taken = taken;
+  }
+
+  /** Chunks queued, not yet taken. */
+  get length(): number {
+    return this.chunks.length;
+  }
+
+  push(chunk: Buffer): void {
+    if (this.ended) return;
+    const waiting = this.waiting;
+    if (!waiting) {
+      this.chunks.push(chunk);
+      return;
+    }
+    this.waiting = undefined;
+    this.taken(chunk, 0);
+    waiting.resolve({ value: chunk, done: false });
+  }
+
+  end(err?: Error): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.failure = err;
+    const waiting = this.waiting;
+    if (!waiting || this.chunks.length > 0) return;
+    this.waiting = undefined;
+    if (err) waiting.reject(err);
+    else waiting.resolve({ value: undefined, done: true });
+  }
+
+  /** Drop what is queued and end. */
+  destroy(): void {
+    this.chunks.length = 0;
+    this.end();
+  }
+
+  next(): Promise<IteratorResult<Buffer, undefined>> {
+    const chunk = this.chunks.shift();
+    if (chunk) {
+      this.taken(chunk, this.chunks.length);
+      return Promise.resolve({ value: chunk, done: false });
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Buffer, undefined> {
+    return { next: () => this.next() };
+  }
+}
 
 /** Chunks queued before the stream is paused. */
 const QUEUE = 4;
@@ -18,43 +89,20 @@ const QUEUE = 4;
 export function chunksOf(stream: Readable): AsyncIterable<Buffer> {
   return {
     [Symbol.asyncIterator](): AsyncIterator<Buffer, undefined> {
-      const queue: Buffer[] = [];
-      let waiting: { resolve: (r: IteratorResult<Buffer, undefined>) => void; reject: (err: Error) => void } | undefined;
       let ended = false;
-      let failure: Error | undefined;
-      const settle = (): void => {
-        const w = waiting;
-        if (!w || queue.length > 0) return;
-        waiting = undefined;
-        if (failure) w.reject(failure);
-        else w.resolve({ value: undefined, done: true });
-      };
+      const queue = new ChunkQueue((_chunk, queued) => {
+        if (queued === 0 && stream.isPaused() && !ended) stream.resume();
+      });
       stream.on('data', (chunk: Buffer) => {
-        const w = waiting;
-        if (w) {
-          waiting = undefined;
-          w.resolve({ value: chunk, done: false });
-          return;
-        }
         queue.push(chunk);
         if (queue.length >= QUEUE) stream.pause();
       });
       finished(stream, (err) => {
         ended = true;
-        failure = err ?? undefined;
-        settle();
+        queue.end(err ?? undefined);
       });
       return {
-        next() {
-          const chunk = queue.shift();
-          if (chunk) {
-            if (queue.length === 0 && stream.isPaused() && !ended) stream.resume();
-            return Promise.resolve({ value: chunk, done: false });
-          }
-          if (failure) return Promise.reject(failure);
-          if (ended) return Promise.resolve({ value: undefined, done: true });
-          return new Promise((resolve, reject) => (waiting = { resolve, reject }));
-        },
+        next: () => queue.next(),
         return() {
           if (!ended) stream.destroy();
           return Promise.resolve({ value: undefined, done: true });

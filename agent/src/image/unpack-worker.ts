@@ -6,73 +6,18 @@
 // what is in flight. Keys never come here.
 
 import { parentPort } from 'node:worker_threads';
+import { ChunkQueue } from '../chunks.ts';
 import { Cancelled } from '../errors.ts';
 import { exposedGc } from '../gc.ts';
 import { sendError } from './thread-errors.ts';
 import type { ToMain, ToWorker, WorkerJob } from './unpack-thread.ts';
-import { unpackLayer, type TarSource } from './unpack.ts';
+import { unpackLayer } from './unpack.ts';
 
 const port = parentPort!;
 const post = (m: ToMain): void => port.postMessage(m);
 
-/**
- * A layer's chunks in arrival order, for the unpacker's for-await: a queue
- * rather than a Node stream, whose buffering would join queued chunks with
- * a copy and cost a layer of stream calls per chunk. `taken` runs as the
- * unpacker takes each chunk.
- */
-class Inbox implements TarSource {
-  private readonly chunks: Buffer[] = [];
-  private readonly taken: (bytes: number) => void;
-  private waiting: ((r: IteratorResult<Buffer, undefined>) => void) | undefined;
-  private ended = false;
-
-  constructor(taken: (bytes: number) => void) {
-    this.taken = taken;
-  }
-
-  push(chunk: Buffer): void {
-    if (this.ended) return;
-    const waiting = this.waiting;
-    if (!waiting) {
-      this.chunks.push(chunk);
-      return;
-    }
-    this.waiting = undefined;
-    this.taken(chunk.length);
-    waiting({ value: chunk, done: false });
-  }
-
-  end(): void {
-    this.ended = true;
-    if (this.chunks.length > 0) return;
-    const waiting = this.waiting;
-    this.waiting = undefined;
-    waiting?.({ value: undefined, done: true });
-  }
-
-  destroy(): void {
-    this.chunks.length = 0;
-    this.end();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<Buffer, undefined> {
-    return {
-      next: () => {
-        const chunk = this.chunks.shift();
-        if (chunk) {
-          this.taken(chunk.length);
-          return Promise.resolve({ value: chunk, done: false });
-        }
-        if (this.ended) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((resolve) => (this.waiting = resolve));
-      },
-    };
-  }
-}
-
 interface Running {
-  readonly tar: Inbox;
+  readonly tar: ChunkQueue;
   readonly abort: AbortController;
 }
 
@@ -89,9 +34,11 @@ const gc = exposedGc();
 let received = 0;
 
 function start(id: number, job: WorkerJob): void {
-  // Acknowledged once the unpacker has taken it. The chunk's memory stays
-  // here: the tar reader may keep slices of it for later entries.
-  const tar = new Inbox((bytes) => post({ t: 'ack', id, bytes }));
+  // The layer's chunks, acknowledged as the unpacker takes each: a queue,
+  // not a Node stream, which would join queued chunks with a copy and cost a
+  // layer of stream calls per chunk. A chunk's memory stays here: the tar
+  // reader may keep slices of it for later entries.
+  const tar = new ChunkQueue((chunk) => post({ t: 'ack', id, bytes: chunk.length }));
   const abort = new AbortController();
   jobs.set(id, { tar, abort });
   const log = {

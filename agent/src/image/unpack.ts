@@ -29,7 +29,7 @@ export interface UnpackOptions {
   asRoot?: boolean;
 }
 
-/** A layer's tar bytes: a stream, or the unpack worker's inbox. */
+/** A layer's tar bytes: a stream, or the unpack worker's ChunkQueue. */
 export type TarSource = AsyncIterable<Buffer> & { destroy(): void };
 
 export async function unpackLayer(tar: TarSource, dir: string, opts: UnpackOptions): Promise<UnpackStats> {
