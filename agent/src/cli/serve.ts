@@ -60,7 +60,7 @@ export const serve: Command = {
     const announce = config.log.level === 'silent' ? log : log.child({}, { level: 'info' });
     announce.info({ grpc: daemon.addresses.grpc, ttrpc: daemon.addresses.ttrpc, startup_ms: Math.round(performance.now()) }, 'ready');
     collectStartupGarbage();
-    // A daemon runs until shutdown: write the compile cache (cli/main.ts) now, not at exit.
+    // A daemon runs until shutdown: write the compile cache (agent/bin/tee-agent.js) now, not at exit.
     flushCompileCache();
     log.info({ signal: await stopped }, 'shutting down');
     await daemon.stop();
